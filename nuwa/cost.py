@@ -1,0 +1,113 @@
+"""Parameter and FLOP counts: exact counters and the paper's closed forms (Appendix A.2).
+
+Conventions. "FLOPs" here follows the ViT literature and the paper: one multiply-accumulate
+counts once (DeiT-Tiny "1.3 GFLOPs" is 1.3 G MACs). `measure_flops` runs PyTorch's
+`FlopCounterMode` (which counts 2 per MAC) and halves it.
+
+What each function counts:
+
+* `count_params` -- every parameter, biases included (exact: equals `sum(p.numel())`).
+* `params_eq7` -- the paper's Eq. 7. It omits all biases: qkv (2q+v), attention output (d),
+  MLP (e + d) per layer, the patch projection (d) and the classifier (C).
+  ``count_params == params_eq7 + bias_params``.
+* `count_flops` -- matrix multiplies only: patch projection, qkv/proj/MLP linears, the two
+  attention products (N^2 q and N^2 v) and the classifier on the class token. Equals
+  `measure_flops` exactly. Biases, LayerNorm, softmax, GELU and residual adds are not counted.
+* `flops_eq8` -- the paper's Eq. 8. It adds LayerNorm as 2Nd per block and d for the
+  classifier norm: ``flops_eq8 == count_flops + 2*N*d*L + d``. Like `count_flops` it ignores
+  softmax, GELU, biases and residual adds.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .arch import EdgeViTConfig
+
+
+def _config(x: EdgeViTConfig | nn.Module) -> EdgeViTConfig:
+    if isinstance(x, EdgeViTConfig):
+        return x
+    cfg = getattr(x, "config", None)
+    if not isinstance(cfg, EdgeViTConfig):
+        raise TypeError(f"expected an EdgeViTConfig or EdgeViT, got {type(x).__name__}")
+    return cfg
+
+
+def params_eq7(cfg: EdgeViTConfig) -> int:
+    """Eq. 7: [c p^2 + N + 2 sum(q_l + v_l + e_l) + 4L + C + 3] d, with N tokens incl. class."""
+    d, p, N, L, C = cfg.embed_dim, cfg.patch_size, cfg.num_tokens, cfg.depth, cfg.num_classes
+    widths = sum(l.q_width + l.v_width + l.mlp_dim for l in cfg.layers)
+    return (cfg.in_chans * p * p + N + 2 * widths + 4 * L + C + 3) * d
+
+
+def bias_params(cfg: EdgeViTConfig) -> int:
+    """The bias parameters Eq. 7 leaves out."""
+    d = cfg.embed_dim
+    per_layer = sum(
+        (2 * l.q_width + l.v_width if cfg.qkv_bias else 0) + ((d + l.mlp_dim + d) if cfg.proj_bias else 0)
+        for l in cfg.layers
+    )
+    return per_layer + d + cfg.num_classes  # + patch projection bias + classifier bias
+
+
+def count_params(x: EdgeViTConfig | nn.Module) -> int:
+    """Exact parameter count of a model, or of the model a config describes."""
+    if isinstance(x, nn.Module):
+        return sum(p.numel() for p in x.parameters())
+    return params_eq7(x) + bias_params(x)
+
+
+def flops_eq8(cfg: EdgeViTConfig) -> int:
+    """Eq. 8: [c(N-1)p^2 + 2LN + C + 1] d + (2Nd + N^2) sum(q_l+v_l) + 2Nd sum(e_l)."""
+    d, p, N, L, C = cfg.embed_dim, cfg.patch_size, cfg.num_tokens, cfg.depth, cfg.num_classes
+    qv = sum(l.q_width + l.v_width for l in cfg.layers)
+    e = sum(l.mlp_dim for l in cfg.layers)
+    return (cfg.in_chans * (N - 1) * p * p + 2 * L * N + C + 1) * d + (2 * N * d + N * N) * qv + 2 * N * d * e
+
+
+def count_flops(x: EdgeViTConfig | nn.Module) -> int:
+    """Multiply-accumulates of one image's forward pass (matrix products only, see module doc)."""
+    cfg = _config(x)
+    d, p, N = cfg.embed_dim, cfg.patch_size, cfg.num_tokens
+    total = cfg.in_chans * (N - 1) * p * p * d + cfg.num_classes * d
+    for l in cfg.layers:
+        q, v, e = l.q_width, l.v_width, l.mlp_dim
+        total += N * d * (2 * q + v) + N * v * d  # qkv and output projections
+        total += N * N * (q + v)  # Q K^T and attn V
+        total += 2 * N * d * e  # MLP
+    return total
+
+
+@torch.no_grad()
+def measure_flops(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> int:
+    """MACs of one forward pass at batch 1, counted by `torch.utils.flop_counter`.
+
+    The math SDPA backend is forced because the fused CPU kernel is invisible to the counter.
+    Works for timm models too (pass `input_shape`).
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if input_shape is None:
+        cfg = _config(model)
+        input_shape = (1, cfg.in_chans, *cfg.img_size)
+    param = next(model.parameters())
+    x = torch.zeros(input_shape, dtype=param.dtype, device=param.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def cost(x: EdgeViTConfig | nn.Module, metric: str) -> int:
+    """The pruning budget's measure: 'params' (exact count) or 'flops' (MACs)."""
+    if metric == "params":
+        return count_params(_config(x))
+    if metric == "flops":
+        return count_flops(x)
+    raise ValueError(f"unknown cost metric {metric!r}; expected 'params' or 'flops'")

@@ -9,15 +9,23 @@ The flat public API::
 """
 from .arch import EdgeViTConfig, LayerConfig
 from .convert import create_base, from_timm
+from . import bench, cost
 from .cost import bias_params, count_flops, count_params, flops_eq8, measure_flops, params_eq7
 from .errors import NuwaError
 from .io import export_onnx, load, save
 from .model import EdgeAttention, EdgeBlock, EdgeViT
 
+
+def derive(*args, **kwargs):
+    """Derive an edge ViT: see `nuwa.derivation.derive` (imported lazily: it pulls in the data stack)."""
+    from .derivation import derive as _derive
+
+    return _derive(*args, **kwargs)
+
 __version__ = "0.1.0"
 
 __all__ = [
     "EdgeAttention", "EdgeBlock", "EdgeViT", "EdgeViTConfig", "LayerConfig", "NuwaError",
-    "bias_params", "count_flops", "count_params", "create_base", "export_onnx", "flops_eq8",
+    "bench", "bias_params", "cost", "count_flops", "derive", "count_params", "create_base", "export_onnx", "flops_eq8",
     "from_timm", "load", "measure_flops", "params_eq7", "save",
 ]

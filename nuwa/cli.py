@@ -53,9 +53,181 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    from .pretrain import pretrain
+
+    _, report = pretrain(
+        args.model, args.data, out=args.out, epochs=args.epochs, img_size=args.img_size, in_chans=args.in_chans,
+        embed_dim=args.embed_dim, depth=args.depth, num_heads=args.num_heads, patch_size=args.patch_size,
+        lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed,
+        checkpoint=args.checkpoint, pretrained=args.pretrained, limit=args.limit, augment=not args.no_augment,
+    )
+    print(json.dumps(dict(out=str(args.out), test_top1=report["test_top1"], params=report["params"])))
+    return 0
+
+
+def _derive_options(args: argparse.Namespace):
+    from .derivation import DeriveOptions
+
+    opts = DeriveOptions()
+    if args.options:
+        import yaml
+
+        try:
+            opts = DeriveOptions.from_dict(yaml.safe_load(open(args.options)) or {})
+        except (OSError, yaml.YAMLError, TypeError) as e:
+            raise NuwaError(f"--options {args.options}: {e}") from None
+    for name in ("rho_depth", "rho_head", "svd", "taylor_microbatch", "score_samples", "batch_size",
+                 "latency_batch", "latency_runtime", "val_fraction"):
+        v = getattr(args, name, None)
+        if v is not None:
+            setattr(opts, name, v)
+    if args.round_to is not None:
+        opts.adaptive.round_to = args.round_to
+    if args.gamma_qkv is not None:
+        opts.adaptive.gamma_qkv = args.gamma_qkv
+    if args.exclude:
+        opts.adaptive.exclude = tuple(args.exclude.split(","))
+    return opts
+
+
+def _derive(args: argparse.Namespace) -> int:
+    from .derivation import derive
+
+    _, report = derive(
+        args.model, args.data, classes=args.classes, subtask=args.subtask, rate=args.rate, metric=args.metric,
+        latency_ms=args.latency_ms, method=args.method, recovery=args.recovery,
+        finetune_epochs=args.finetune_epochs, seed=args.seed, checkpoint=args.checkpoint, out=args.out,
+        options=_derive_options(args),
+    )
+    keys = ("method", "rate_target", "metric", "rate_achieved", "params", "flops", "base_params", "base_flops",
+            "depth", "embed_dim", "val_top1_before_recovery", "val_top1", "derive_seconds")
+    print(json.dumps(dict(out=str(args.out), **{k: report[k] for k in keys})))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_dir
+
+    print(json.dumps(evaluate_dir(args.model, args.data, classes=args.classes, subtask=args.subtask,
+                                  split=args.split, batch_size=args.batch_size, limit=args.limit)))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from . import io
+    from .bench import measure_latency
+
+    model = io.load(args.model)
+    result = measure_latency(model, batch_size=args.batch_size, runtime=args.runtime, threads=args.threads,
+                             warmup=args.warmup, repeats=args.repeats)
+    print(json.dumps(result))
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return v
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="nuwa", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("pretrain", help="train a base ViT (timm architecture) on a data set")
+    s.add_argument("--model", required=True, help="timm model name, e.g. deit_tiny_patch16_224")
+    s.add_argument("--data", required=True, help="data spec, e.g. fashion-mnist or npz:FILE")
+    s.add_argument("--epochs", type=_nonneg_int, default=4)
+    s.add_argument("--img-size", type=_positive_int)
+    s.add_argument("--in-chans", type=_positive_int)
+    s.add_argument("--embed-dim", type=_positive_int)
+    s.add_argument("--depth", type=_positive_int)
+    s.add_argument("--num-heads", type=_positive_int)
+    s.add_argument("--patch-size", type=_positive_int)
+    s.add_argument("--lr", type=_number, default=1e-3)
+    s.add_argument("--weight-decay", type=_number, default=0.05)
+    s.add_argument("--batch-size", type=_positive_int, default=128)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--limit", type=_positive_int, help="train on at most this many samples per epoch")
+    s.add_argument("--no-augment", action="store_true",
+                   help="no random shifts and horizontal flips (for data where a flip changes the class)")
+    s.add_argument("--checkpoint", help="start from timm weights in this local file")
+    s.add_argument("--pretrained", action="store_true", help="start from timm hub weights (needs a network)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_pretrain)
+
+    s = sub.add_parser("derive", help="derive an edge ViT for a class subset and a budget")
+    s.add_argument("--model", required=True, help="base model directory or timm model name")
+    s.add_argument("--checkpoint", help="local timm weights when --model is a timm name")
+    s.add_argument("--data", required=True)
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--classes", help="comma-separated class names or indices of the base model")
+    g.add_argument("--subtask", help="named sub-task, e.g. H1 or fashion-mnist/H1")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--rate", type=_number, help="pruning rate alpha in (0, 1)")
+    g.add_argument("--latency-ms", type=_number, help="latency budget in ms on this machine")
+    s.add_argument("--metric", default="flops", help="params or flops (with --rate)")
+    s.add_argument("--method", default="nuwa")
+    s.add_argument("--recovery", default="finetune")
+    s.add_argument("--finetune-epochs", type=int, default=5)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--options", help="YAML file of derive options (see nuwa.derive.DeriveOptions)")
+    s.add_argument("--rho-depth", type=_number)
+    s.add_argument("--rho-head", type=_number)
+    s.add_argument("--gamma-qkv", type=_number)
+    s.add_argument("--round-to", type=_positive_int)
+    s.add_argument("--svd", choices=["product", "joint", "off"])
+    s.add_argument("--exclude", help="adaptive dims left unpruned: any of qk,v,mlp,embed")
+    s.add_argument("--taylor-microbatch", type=_positive_int)
+    s.add_argument("--score-samples", type=_positive_int)
+    s.add_argument("--batch-size", type=_positive_int)
+    s.add_argument("--val-fraction", type=_number)
+    s.add_argument("--latency-batch", type=_positive_int)
+    s.add_argument("--latency-runtime", choices=["torch", "onnx"])
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_derive)
+
+    s = sub.add_parser("eval", help="top-1 of a model directory on a data set's test split")
+    s.add_argument("--model", required=True)
+    s.add_argument("--data", required=True)
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--classes")
+    g.add_argument("--subtask")
+    s.add_argument("--split", default="test", choices=["test", "train"])
+    s.add_argument("--batch-size", type=_positive_int, default=256)
+    s.add_argument("--limit", type=_positive_int)
+    s.set_defaults(func=_eval)
+
+    s = sub.add_parser("bench", help="latency and throughput of a model directory")
+    s.add_argument("--model", required=True)
+    s.add_argument("--batch-size", type=_positive_int, default=1)
+    s.add_argument("--runtime", default="torch", help="torch or onnx")
+    s.add_argument("--threads", type=_positive_int)
+    s.add_argument("--warmup", type=_nonneg_int, default=5)
+    s.add_argument("--repeats", type=_positive_int, default=30)
+    s.set_defaults(func=_bench)
 
     s = sub.add_parser("info", help="per-layer sizes, params and FLOPs of a model directory")
     s.add_argument("dir")

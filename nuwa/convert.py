@@ -42,7 +42,10 @@ def create_base(name: str, *, pretrained: bool = False, checkpoint: str | Path |
         what = f"checkpoint {str(checkpoint)!r}" if checkpoint is not None else f"model {name!r}"
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise NuwaError(f"{what}: cannot build or load weights ({msg[:300]})") from None
-    check_convertible(model)
+    try:
+        check_convertible(model)
+    except NuwaError as e:
+        raise NuwaError(f"model {name!r}: {e}") from None
     return model.eval()
 
 

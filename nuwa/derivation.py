@@ -1,0 +1,369 @@
+"""`nuwa.derive`: base ViT + class subset + budget -> a small dense edge ViT and its report.
+
+Phases (wall-clock seconds of each go into the report): load the base, open the sub-task's
+data, prune with the chosen method, recover, evaluate on the held-out validation split.
+The test split is never opened here; `nuwa eval` measures it.
+
+Data use. The base's training split is divided once (seeded by `split_seed`, not by the
+run's seed, so caches stay valid) into a fit part and a validation part. Per-layer
+classifiers and embedding scores use the fit part of all classes; sub-task importance
+scores and fine-tuning use the fit part of the sub-task's classes; depth decisions and the
+reported validation accuracy use the validation part of the sub-task's classes.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import cost, io
+from . import layer_heads as lh
+from .errors import NuwaError
+from .importance import GroupScores, Taylor
+from .model import EdgeViT
+from .prune import prune_classifier, prune_depth, prune_heads, slice_head
+from .schedule import AdaptiveOptions, Plan, materialise, search, select_heads
+from .svd import reparametrize
+
+METRICS = ("params", "flops")
+RECOVERIES = ("finetune", "none")
+
+
+@dataclass
+class DeriveOptions:
+    """Every knob of a derivation, with the paper's values as defaults."""
+
+    rho_depth: float = 0.95
+    rho_head: float = 0.90
+    adaptive: AdaptiveOptions = field(default_factory=AdaptiveOptions)
+    svd: str = "product"  # product | joint | off (score-based query-key/value selection)
+    prune_depth: bool = True
+    prune_heads: bool = True
+    taylor_microbatch: int = 1  # 1 = per-sample expectation (Eq. 4)
+    score_samples: int = 512  # sub-task samples for importance scores
+    embed_score_samples: int = 2048  # all-class samples for embedding scores (once per base)
+    layer_head_samples: int = 10_000  # all-class samples for per-layer classifiers (once per base)
+    layer_head_epochs: int = 30
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    batch_size: int = 64  # scoring and fine-tuning batch
+    finetune_lr: float = 1e-4
+    weight_decay: float = 0.05
+    latency_batch: int = 1
+    latency_runtime: str = "torch"
+    latency_threads: int | None = None
+    cache: bool = True  # cache per-base artefacts (layer heads, embedding scores) in the base directory
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DeriveOptions":
+        d = dict(d)
+        adaptive = AdaptiveOptions(**d.pop("adaptive", {}))
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise NuwaError(f"unknown derive option(s) {unknown}")
+        return cls(adaptive=adaptive, **d)
+
+
+class PhaseTimer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+
+
+@dataclass
+class SubTask:
+    """The data of one derivation, already split and remapped (labels 0..k-1 in `classes` order)."""
+
+    spec: str
+    classes: list[int]  # indices into the base model's classes
+    class_names: list[str]
+    fit: Any  # sub-task, fit part
+    val: Any  # sub-task, validation part
+    fit_all: Any  # all classes, fit part (labels = base indices)
+    preprocess: Callable
+
+    def batches(self, ds, n: int | None, *, seed: int, batch_size: int, shuffle: bool = True, desc: str | None = None):
+        from .data import batches
+
+        for x, y in batches(ds, batch_size=batch_size, shuffle=shuffle, seed=seed, limit=n, progress=desc):
+            yield self.preprocess(x), y
+
+
+def check_request(*, rate, metric, latency_ms, method, recovery, finetune_epochs, methods) -> None:
+    """Validate the cheap arguments before any heavy work (one clear error naming the value)."""
+    if (rate is None) == (latency_ms is None):
+        raise NuwaError("give exactly one of a pruning rate (--rate) or a latency budget (--latency-ms)")
+    if rate is not None and not (isinstance(rate, (int, float)) and math.isfinite(rate) and 0 < rate < 1):
+        raise NuwaError(f"rate {rate!r} must be a number in the open interval (0, 1)")
+    if latency_ms is not None and not (math.isfinite(latency_ms) and latency_ms > 0):
+        raise NuwaError(f"latency budget {latency_ms!r} ms must be a positive number")
+    if metric not in METRICS:
+        raise NuwaError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    if method not in methods:
+        raise NuwaError(f"unknown method {method!r}; expected one of {', '.join(sorted(methods))}")
+    if recovery not in RECOVERIES:
+        raise NuwaError(f"unknown recovery {recovery!r}; expected one of {', '.join(RECOVERIES)}")
+    if finetune_epochs < 0:
+        raise NuwaError(f"fine-tuning epochs {finetune_epochs} must be >= 0")
+
+
+def load_base(model: str | Path | EdgeViT, *, checkpoint: str | Path | None = None,
+              class_names: list[str] | None = None, **timm_kwargs: Any) -> tuple[EdgeViT, Path | None]:
+    """An EdgeViT from a model directory, a timm name (+ optional local checkpoint) or a module."""
+    if isinstance(model, EdgeViT):
+        return model.eval(), None
+    path = Path(str(model))
+    if path.is_dir():
+        return io.load(path), path
+    if path.exists() or "/" in str(model):
+        raise NuwaError(f"model {str(model)!r}: no such model directory")
+    from .convert import create_base, from_timm
+
+    return from_timm(create_base(str(model), checkpoint=checkpoint, **timm_kwargs), class_names=class_names), None
+
+
+def open_subtask(data: str, base: EdgeViT, classes, *, opts: DeriveOptions) -> SubTask:
+    from .data import Preprocess, class_subset, open_split, resolve_classes, train_val_split
+
+    cfg = base.config
+    train = open_split(data, "train", img_size=cfg.img_size)
+    names = cfg.class_names or list(train.class_names)
+    if len(train.class_names) > cfg.num_classes:
+        raise NuwaError(f"data {data!r} has {len(train.class_names)} classes but the base model only "
+                        f"{cfg.num_classes}; its labels must index the base model's classes")
+    idx = resolve_classes(classes, names)
+    fit_all, val_all = train_val_split(train, val_fraction=opts.val_fraction, seed=opts.split_seed)
+    fit, val = class_subset(fit_all, idx), class_subset(val_all, idx)
+    if len(fit) == 0 or len(val) == 0:
+        raise NuwaError(f"classes {[names[i] for i in idx]} have no training samples in {data!r}")
+    return SubTask(spec=data, classes=idx, class_names=[names[i] for i in idx], fit=fit, val=val,
+                   fit_all=fit_all, preprocess=Preprocess.for_config(cfg))
+
+
+# ---- per-base artefacts (cached next to the base model) ----------------------------------
+def base_layer_heads(base: EdgeViT, base_dir: Path | None, task: SubTask, opts: DeriveOptions, seed: int) -> list:
+    sha = lh.base_sha(base_dir) if base_dir is not None else None
+    cache = base_dir / lh.FILE if (base_dir is not None and opts.cache) else None
+    heads = lh.load(cache, base_sha256=sha) if cache is not None else None
+    if heads is None:
+        from .train import collect_cls_tokens
+
+        feats, labels = collect_cls_tokens(base, task.fit_all, preprocess=task.preprocess,
+                                           limit=opts.layer_head_samples, desc="layer-head features")
+        heads = lh.build(base, feats, labels, epochs=opts.layer_head_epochs, seed=opts.split_seed)
+        if cache is not None and _writable(base_dir):
+            lh.save(cache, heads, base_sha256=sha, meta=dict(samples=len(labels), epochs=opts.layer_head_epochs))
+    return heads
+
+
+EMBED_FILE = "embed_scores.safetensors"
+
+
+def base_embed_scores(base: EdgeViT, base_dir: Path | None, task: SubTask, opts: DeriveOptions) -> tuple[torch.Tensor, int]:
+    """Taylor scores of the embedding dims on all-class data, once per base model."""
+    from safetensors.torch import load_file, save_file
+
+    from .atomic import atomic_path
+
+    sha = lh.base_sha(base_dir) if base_dir is not None else None
+    cache = base_dir / EMBED_FILE if (base_dir is not None and opts.cache) else None
+    key = f"{sha}:{opts.embed_score_samples}:{opts.taylor_microbatch}:{opts.split_seed}"
+    if cache is not None and cache.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(cache), framework="pt") as f:
+            if (f.metadata() or {}).get("key") == key:
+                return load_file(str(cache))["embed"], 0
+    batches = task.batches(task.fit_all, opts.embed_score_samples, seed=opts.split_seed,
+                           batch_size=opts.batch_size, desc="embedding scores")
+    scores = Taylor(microbatch=opts.taylor_microbatch)(base, batches)
+    if cache is not None and _writable(base_dir):
+        with atomic_path(cache) as tmp:
+            save_file({"embed": scores.embed.contiguous()}, str(tmp), metadata={"key": key})
+    return scores.embed, scores.passes
+
+
+def _writable(path: Path) -> bool:
+    import os
+
+    return os.access(path, os.W_OK)
+
+
+class Budget:
+    """Is a candidate within the derivation's budget? Cost comes from the config alone; latency
+    needs the model, which is built only then."""
+
+    def __init__(self, *, rate, metric, latency_ms, base_cost: dict[str, int], opts: DeriveOptions) -> None:
+        self.rate, self.metric, self.latency_ms, self.base_cost, self.opts = rate, metric, latency_ms, base_cost, opts
+
+    def __call__(self, config, build: Callable[[], EdgeViT]) -> bool:
+        if self.rate is not None:
+            return cost.cost(config, self.metric) <= (1 - self.rate) * self.base_cost[self.metric]
+        from .bench import measure_latency
+
+        o = self.opts
+        lat = measure_latency(build(), batch_size=o.latency_batch, runtime=o.latency_runtime,
+                              threads=o.latency_threads, repeats=10)
+        return lat["latency_ms_median"] <= self.latency_ms
+
+
+# ---- the NuWa method ------------------------------------------------------------------------
+def _slice_scores(scores: GroupScores, keep_heads: list[list[int]]) -> GroupScores:
+    return GroupScores(heads=[s[k] for s, k in zip(scores.heads, keep_heads)],
+                       qk=[s[k] for s, k in zip(scores.qk, keep_heads)],
+                       v=[s[k] for s, k in zip(scores.v, keep_heads)],
+                       neurons=scores.neurons, embed=scores.embed, passes=scores.passes)
+
+
+def derive_nuwa(base: EdgeViT, base_dir: Path | None, task: SubTask, budget: "Budget", opts: DeriveOptions,
+                timer: PhaseTimer, seed: int) -> tuple[EdgeViT, dict]:
+    info: dict[str, Any] = {}
+    passes = 0
+    with timer("classifier"):
+        model = prune_classifier(base, task.classes)
+    with timer("depth"):
+        if opts.prune_depth and base.config.depth > 1:
+            from .train import collect_cls_tokens
+
+            heads = base_layer_heads(base, base_dir, task, opts, seed)
+            feats, labels = collect_cls_tokens(base, task.val, preprocess=task.preprocess, desc="depth features")
+            accs = lh.accuracies(feats, labels, heads, task.classes, eps=base.config.norm_eps)
+            keep = lh.choose_depth(accs, opts.rho_depth)
+            info["layer_val_top1"] = accs
+            if keep < base.config.depth:
+                model = prune_depth(model, keep, slice_head(heads[keep - 1], task.classes))
+        info["depth"] = model.config.depth
+    with timer("importance"):
+        batches = task.batches(task.fit, opts.score_samples, seed=seed, batch_size=opts.batch_size,
+                               desc="importance")
+        scores = Taylor(microbatch=opts.taylor_microbatch)(model, batches)
+        passes += scores.passes
+    with timer("heads"):
+        keep_heads = select_heads(scores.heads, opts.rho_head) if opts.prune_heads else \
+            [list(range(l.num_heads)) for l in model.config.layers]
+        model = prune_heads(model, keep_heads)
+        scores = _slice_scores(scores, keep_heads)
+        info["heads_kept"] = keep_heads
+    with timer("embedding_scores"):
+        embed_scores, n = base_embed_scores(base, base_dir, task, opts)
+        passes += n
+    with timer("svd"):
+        rotated, spectra = reparametrize(model, "product" if opts.svd == "off" else opts.svd)
+    with timer("adaptive"):
+        use_svd = opts.svd != "off"
+        source = rotated if use_svd else model
+
+        def build(plan: Plan) -> EdgeViT:
+            return materialise(source, plan, svd=use_svd, scores=scores)
+
+        plan, evaluated = search(spectra, scores, embed_scores, opts.adaptive,
+                                 lambda plan: budget(plan.config(model.config), lambda: build(plan)))
+        pruned = build(plan)
+    info.update(iterations=plan.t, thresholds=plan.rho, sizes_exact=plan.exact, plans_evaluated=evaluated,
+                passes=passes)
+    return pruned, info
+
+
+METHODS: dict[str, Callable] = {"nuwa": derive_nuwa}
+
+
+def derive(
+    model: str | Path | EdgeViT,
+    data: str,
+    *,
+    classes: str | list | None = None,
+    subtask: str | None = None,
+    rate: float | None = None,
+    metric: str = "flops",
+    latency_ms: float | None = None,
+    method: str = "nuwa",
+    recovery: str = "finetune",
+    finetune_epochs: int = 5,
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    out: str | Path | None = None,
+    options: DeriveOptions | None = None,
+) -> tuple[EdgeViT, dict]:
+    """Derive an edge ViT for `classes` (names or indices of the base model's classes) or a named
+    `subtask`, at a pruning `rate` of `metric` or within `latency_ms`. Returns (model, report);
+    with `out`, also writes the model directory (config, weights, report.json) atomically."""
+    opts = options or DeriveOptions()
+    check_request(rate=rate, metric=metric, latency_ms=latency_ms, method=method, recovery=recovery,
+                  finetune_epochs=finetune_epochs, methods=METHODS)
+    from .train import evaluate, fit, seed_everything
+
+    if (classes is None) == (subtask is None):
+        raise NuwaError("give exactly one of --classes or --subtask")
+    if subtask is not None:
+        from .subtasks import lookup
+
+        classes = lookup(subtask, data)
+    if out is not None:
+        from .atomic import _prepare_parent
+
+        _prepare_parent(Path(out))  # fail on an unwritable place before hours of work
+    seed_everything(seed)
+    timer = PhaseTimer()
+    with timer("load"):
+        base, base_dir = load_base(model, checkpoint=checkpoint)
+    with timer("data"):
+        task = open_subtask(data, base, classes, opts=opts)
+    base_cost = dict(params=cost.count_params(base.config), flops=cost.count_flops(base.config))
+
+    budget = Budget(rate=rate, metric=metric, latency_ms=latency_ms, base_cost=base_cost, opts=opts)
+
+    with timer("prune_total"):
+        try:
+            pruned, info = METHODS[method](base, base_dir, task, budget, opts, timer, seed)
+        except NuwaError as e:
+            if "unreachable" in str(e):
+                what = f"rate {rate} ({metric})" if rate is not None else f"latency budget {latency_ms} ms"
+                raise NuwaError(f"{what} is unreachable with method {method}: {e}") from None
+            raise
+    derive_seconds = timer.seconds["prune_total"]
+    val_before = evaluate(pruned, task.val, preprocess=task.preprocess, desc="val")
+    history = None
+    with timer("recovery"):
+        if recovery == "finetune" and finetune_epochs > 0:
+            history = fit(pruned, task.fit, epochs=finetune_epochs, lr=opts.finetune_lr,
+                          weight_decay=opts.weight_decay, batch_size=opts.batch_size, seed=seed,
+                          val_ds=task.val, preprocess=task.preprocess, desc="fine-tune")
+    val_after = evaluate(pruned, task.val, preprocess=task.preprocess, desc="val")
+    pcfg = pruned.config
+    report = dict(
+        method=method, rate_target=rate, metric=metric if rate is not None else "latency", latency_ms_target=latency_ms,
+        params=cost.count_params(pcfg), flops=cost.count_flops(pcfg),
+        base_params=base_cost["params"], base_flops=base_cost["flops"],
+        rate_achieved=1 - cost.cost(pcfg, metric) / base_cost[metric],
+        rate_achieved_params=1 - cost.count_params(pcfg) / base_cost["params"],
+        rate_achieved_flops=1 - cost.count_flops(pcfg) / base_cost["flops"],
+        depth=pcfg.depth, embed_dim=pcfg.embed_dim, layers=pcfg.layer_table(),
+        classes=task.classes, class_names=task.class_names, data=data, seed=seed,
+        base=str(base_dir) if base_dir is not None else str(model),
+        recovery=recovery, finetune_epochs=finetune_epochs if recovery == "finetune" else 0,
+        val_top1_before_recovery=val_before["top1"], val_top1=val_after["top1"], val_n=val_after["n"],
+        finetune_history=history, derive_seconds=derive_seconds,
+        seconds={k: round(v, 3) for k, v in timer.seconds.items()},
+        options=asdict(opts), details=info,
+    )
+    if latency_ms is not None:
+        from .bench import measure_latency
+
+        report["latency"] = measure_latency(pruned, batch_size=opts.latency_batch, runtime=opts.latency_runtime,
+                                            threads=opts.latency_threads)
+    if out is not None:
+        io.save(pruned, out, report=report)
+    return pruned, report

@@ -106,6 +106,22 @@ def _derive(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from .derivation import finetune_dir
+
+    _, report = finetune_dir(args.model, args.data, epochs=args.epochs, seed=args.seed, out=args.out,
+                             options=_derive_options(args))
+    print(json.dumps(dict(out=str(args.out), val_top1=report["val_top1"], epochs=args.epochs)))
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from .derivation import prepare_base
+
+    print(json.dumps(prepare_base(args.model, args.data, options=_derive_options(args))))
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_dir
 
@@ -208,6 +224,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--latency-runtime", choices=["torch", "onnx"])
     s.add_argument("--out", required=True)
     s.set_defaults(func=_derive)
+
+    s = sub.add_parser("prepare", help="build the per-base caches (per-layer classifiers, embedding scores)")
+    s.add_argument("--model", required=True, help="base model directory")
+    s.add_argument("--data", required=True)
+    s.add_argument("--options", help="YAML file of derive options")
+    s.set_defaults(func=_prepare, rho_depth=None, rho_head=None, svd=None, taylor_microbatch=None,
+                   score_samples=None, batch_size=None, latency_batch=None, latency_runtime=None,
+                   val_fraction=None, round_to=None, gamma_qkv=None, exclude=None)
+
+    s = sub.add_parser("finetune", help="recovery as its own step: fine-tune a derived model on its classes")
+    s.add_argument("--model", required=True, help="derived (edge) model directory")
+    s.add_argument("--data", required=True)
+    s.add_argument("--epochs", type=_nonneg_int, default=5)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--options", help="YAML file of derive options (fine-tuning lr, batch size, split)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_finetune, rho_depth=None, rho_head=None, svd=None, taylor_microbatch=None,
+                   score_samples=None, batch_size=None, latency_batch=None, latency_runtime=None,
+                   val_fraction=None, round_to=None, gamma_qkv=None, exclude=None)
 
     s = sub.add_parser("eval", help="top-1 of a model directory on a data set's test split")
     s.add_argument("--model", required=True)

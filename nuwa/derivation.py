@@ -59,15 +59,49 @@ class DeriveOptions:
     latency_threads: int | None = None
     cache: bool = True  # cache per-base artefacts (layer heads, embedding scores) in the base directory
 
+    def validate(self) -> "DeriveOptions":
+        """One clear error naming the first bad option."""
+        from .schedule import ADAPTIVE_DIMS
+
+        def need(ok: bool, name: str, value: Any, what: str) -> None:
+            if not ok:
+                raise NuwaError(f"option {name}={value!r} {what}")
+
+        for name in ("rho_depth", "rho_head"):
+            v = getattr(self, name)
+            need(isinstance(v, (int, float)) and 0 < v <= 1, name, v, "must be in (0, 1]")
+        a = self.adaptive
+        need(isinstance(a.gamma_qkv, (int, float)) and 0 < a.gamma_qkv < 1, "gamma_qkv", a.gamma_qkv, "must be in (0, 1)")
+        need(len(a.gamma_ratio) == 3 and all(r >= 0 for r in a.gamma_ratio) and max(a.gamma_ratio) > 0,
+             "gamma_ratio", a.gamma_ratio, "must be three non-negative numbers (qkv, exp, emb)")
+        need(isinstance(a.round_to, int) and a.round_to >= 1, "round_to", a.round_to, "must be an integer >= 1")
+        bad = [d for d in a.exclude if d not in ADAPTIVE_DIMS]
+        need(not bad, "exclude", bad, f"must name dims among {', '.join(ADAPTIVE_DIMS)}")
+        need(self.svd in ("product", "joint", "off"), "svd", self.svd, "must be product, joint or off")
+        for name in ("taylor_microbatch", "score_samples", "embed_score_samples", "layer_head_samples",
+                     "batch_size", "latency_batch"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and v >= 1, name, v, "must be an integer >= 1")
+        need(isinstance(self.layer_head_epochs, int) and self.layer_head_epochs >= 1, "layer_head_epochs",
+             self.layer_head_epochs, "must be an integer >= 1")
+        need(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "must be in (0, 1)")
+        need(self.finetune_lr > 0, "finetune_lr", self.finetune_lr, "must be > 0")
+        need(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+        need(self.latency_runtime in ("torch", "onnx"), "latency_runtime", self.latency_runtime, "must be torch or onnx")
+        return self
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DeriveOptions":
         d = dict(d)
-        adaptive = AdaptiveOptions(**d.pop("adaptive", {}))
+        try:
+            adaptive = AdaptiveOptions(**d.pop("adaptive", {}))
+        except TypeError as e:
+            raise NuwaError(f"adaptive options: {e}") from None
         known = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(d) - known)
         if unknown:
             raise NuwaError(f"unknown derive option(s) {unknown}")
-        return cls(adaptive=adaptive, **d)
+        return cls(adaptive=adaptive, **d).validate()
 
 
 class PhaseTimer:
@@ -135,22 +169,92 @@ def load_base(model: str | Path | EdgeViT, *, checkpoint: str | Path | None = No
     return from_timm(create_base(str(model), checkpoint=checkpoint, **timm_kwargs), class_names=class_names), None
 
 
-def open_subtask(data: str, base: EdgeViT, classes, *, opts: DeriveOptions) -> SubTask:
-    from .data import Preprocess, class_subset, open_split, resolve_classes, train_val_split
+@dataclass
+class BaseData:
+    """A base model's training split, divided once into fit and validation parts (seeded by split_seed)."""
+
+    spec: str
+    class_names: list[str]
+    fit_all: Any
+    val_all: Any
+    preprocess: Callable
+
+
+def open_base_data(data: str, base: EdgeViT, *, opts: DeriveOptions) -> BaseData:
+    from .data import Preprocess, open_split, train_val_split
 
     cfg = base.config
     train = open_split(data, "train", img_size=cfg.img_size)
-    names = cfg.class_names or list(train.class_names)
     if len(train.class_names) > cfg.num_classes:
         raise NuwaError(f"data {data!r} has {len(train.class_names)} classes but the base model only "
                         f"{cfg.num_classes}; its labels must index the base model's classes")
-    idx = resolve_classes(classes, names)
     fit_all, val_all = train_val_split(train, val_fraction=opts.val_fraction, seed=opts.split_seed)
-    fit, val = class_subset(fit_all, idx), class_subset(val_all, idx)
+    return BaseData(spec=data, class_names=list(cfg.class_names or train.class_names), fit_all=fit_all,
+                    val_all=val_all, preprocess=Preprocess.for_config(cfg))
+
+
+def open_subtask(data: str | BaseData, base: EdgeViT, classes, *, opts: DeriveOptions) -> SubTask:
+    from .data import class_subset, resolve_classes
+
+    bd = data if isinstance(data, BaseData) else open_base_data(data, base, opts=opts)
+    names = bd.class_names
+    idx = resolve_classes(classes, names)
+    fit, val = class_subset(bd.fit_all, idx), class_subset(bd.val_all, idx)
     if len(fit) == 0 or len(val) == 0:
-        raise NuwaError(f"classes {[names[i] for i in idx]} have no training samples in {data!r}")
-    return SubTask(spec=data, classes=idx, class_names=[names[i] for i in idx], fit=fit, val=val,
-                   fit_all=fit_all, preprocess=Preprocess.for_config(cfg))
+        raise NuwaError(f"classes {[names[i] for i in idx]} have no training samples in {bd.spec!r}")
+    return SubTask(spec=bd.spec, classes=idx, class_names=[names[i] for i in idx], fit=fit, val=val,
+                   fit_all=bd.fit_all, preprocess=bd.preprocess)
+
+
+def finetune_dir(model_dir: str | Path, data: str, *, epochs: int = 5, seed: int = 0, out: str | Path,
+                 options: DeriveOptions | None = None) -> tuple[EdgeViT, dict]:
+    """Recovery as its own step: fine-tune a derived model on its classes' fit split (the same split
+    `derive` uses) and write it to `out` with its report extended by the fine-tuning history."""
+    from .data import Preprocess, class_subset, open_split, train_val_split
+    from .train import evaluate, fit, seed_everything
+
+    opts = (options or DeriveOptions()).validate()
+    if epochs < 0:
+        raise NuwaError(f"fine-tuning epochs {epochs} must be >= 0")
+    from .atomic import _prepare_parent
+
+    _prepare_parent(Path(out))
+    model = io.load(model_dir)
+    cfg = model.config
+    if cfg.classes is None:
+        raise NuwaError(f"{model_dir} is a base model (no class subset); derive an edge model first")
+    report = dict(io.read_report(model_dir) or {})
+    seed_everything(seed)
+    timer = PhaseTimer()
+    with timer("data"):
+        train = open_split(data, "train", img_size=cfg.img_size)
+        fit_all, val_all = train_val_split(train, val_fraction=opts.val_fraction, seed=opts.split_seed)
+        fit_ds, val_ds = class_subset(fit_all, cfg.classes), class_subset(val_all, cfg.classes)
+        pre = Preprocess.for_config(cfg)
+    with timer("recovery"):
+        history = fit(model, fit_ds, epochs=epochs, lr=opts.finetune_lr, weight_decay=opts.weight_decay,
+                      batch_size=opts.batch_size, seed=seed, val_ds=val_ds, preprocess=pre, desc="fine-tune")
+    val = evaluate(model, val_ds, preprocess=pre, desc="val")
+    report.pop("weights_sha256", None)
+    report.update(recovery="finetune", finetune_epochs=epochs, finetune_history=history, val_top1=val["top1"],
+                  val_n=val["n"], seed=seed)
+    report["seconds"] = dict(report.get("seconds", {}), **{k: round(v, 3) for k, v in timer.seconds.items()})
+    io.save(model, out, report=report)
+    return model, report
+
+
+def prepare_base(model_dir: str | Path, data: str, *, options: DeriveOptions | None = None) -> dict[str, str]:
+    """Build and cache the per-base artefacts every derivation reuses: per-layer classifiers and
+    embedding-dim scores (both on all-class data). Returns their paths."""
+    opts = (options or DeriveOptions()).validate()
+    base_dir = Path(model_dir)
+    base = io.load(base_dir)
+    bd = open_base_data(data, base, opts=opts)
+    task = SubTask(spec=data, classes=[], class_names=[], fit=None, val=None, fit_all=bd.fit_all,
+                   preprocess=bd.preprocess)
+    base_layer_heads(base, base_dir, task, opts, opts.split_seed)
+    base_embed_scores(base, base_dir, task, opts)
+    return dict(layer_heads=str(base_dir / lh.FILE), embed_scores=str(base_dir / EMBED_FILE))
 
 
 # ---- per-base artefacts (cached next to the base model) ----------------------------------
@@ -300,7 +404,7 @@ def derive(
     """Derive an edge ViT for `classes` (names or indices of the base model's classes) or a named
     `subtask`, at a pruning `rate` of `metric` or within `latency_ms`. Returns (model, report);
     with `out`, also writes the model directory (config, weights, report.json) atomically."""
-    opts = options or DeriveOptions()
+    opts = (options or DeriveOptions()).validate()
     check_request(rate=rate, metric=metric, latency_ms=latency_ms, method=method, recovery=recovery,
                   finetune_epochs=finetune_epochs, methods=METHODS)
     from .train import evaluate, fit, seed_everything

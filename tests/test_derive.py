@@ -1,5 +1,6 @@
 """End to end on a tiny npz data set the test writes: pretrain -> derive -> eval -> load, and bad input."""
 import json
+from pathlib import Path
 import math
 import subprocess
 import sys
@@ -164,3 +165,55 @@ def test_bad_derive_input_is_one_line_exit_2_and_no_output(base_dir, npz, tmp_pa
     assert len(errors) == 1 and needle in errors[0] and r.stderr.strip().endswith(errors[0]), r.stderr
     assert "Traceback" not in r.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--rho-depth", "1.5"], "rho_depth=1.5"),
+        (["--rho-head", "0"], "rho_head=0.0"),
+        (["--gamma-qkv", "2"], "gamma_qkv=2.0"),
+        (["--exclude", "qk,depth"], "depth"),
+        (["--val-fraction", "1"], "val_fraction=1.0"),
+        (["--round-to", "0"], "'0'"),
+    ],
+)
+def test_bad_derive_options(base_dir, npz, tmp_path, flags, needle):
+    out = tmp_path / "edge"
+    r = _cli("derive", "--model", base_dir, "--data", npz, "--classes", "north,east", "--rate", "0.5", *flags,
+             "--out", out)
+    assert r.returncode == 2 and needle in r.stderr.strip().splitlines()[-1], r.stderr
+    assert not out.exists()
+
+
+def test_prepare_builds_the_per_base_caches(base_dir, npz):
+    r = _cli("prepare", "--model", base_dir, "--data", npz)
+    assert r.returncode == 0, r.stderr
+    paths = json.loads(r.stdout.strip().splitlines()[-1])
+    assert all(Path(p).is_file() for p in paths.values())
+
+
+def test_finetune_as_its_own_step_equals_derive_with_recovery(base_dir, npz, tmp_path):
+    """derive --recovery none, then finetune, gives the same weights as derive --recovery finetune."""
+    common = ["--model", base_dir, "--data", npz, "--classes", "south,west", "--rate", "0.5",
+              "--score-samples", "32", "--batch-size", "32", "--seed", "1"]
+    assert _cli("derive", *common, "--recovery", "none", "--out", tmp_path / "pruned").returncode == 0
+    r = _cli("finetune", "--model", tmp_path / "pruned", "--data", npz, "--epochs", "1", "--seed", "1",
+             "--options", _options_file(tmp_path), "--out", tmp_path / "tuned")
+    assert r.returncode == 0, r.stderr
+    assert _cli("derive", *common, "--finetune-epochs", "1", "--out", tmp_path / "direct").returncode == 0
+    a, b = nuwa.load(tmp_path / "tuned"), nuwa.load(tmp_path / "direct")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert json.loads((tmp_path / "tuned" / "report.json").read_text())["finetune_epochs"] == 1
+
+
+def _options_file(tmp_path):
+    f = tmp_path / "opts.yaml"
+    f.write_text("batch_size: 32\n")
+    return f
+
+
+def test_finetune_refuses_a_base_model(base_dir, npz, tmp_path):
+    r = _cli("finetune", "--model", base_dir, "--data", npz, "--out", tmp_path / "x")
+    assert r.returncode == 2 and "base model" in r.stderr and not (tmp_path / "x").exists()

@@ -55,7 +55,7 @@ def count_params(x: EdgeViTConfig | nn.Module) -> int:
     """Exact parameter count of a model, or of the model a config describes."""
     if isinstance(x, nn.Module):
         return sum(p.numel() for p in x.parameters())
-    return params_eq7(x) + bias_params(x)
+    return params_of_sizes(x, x.embed_dim, [(l.num_heads, l.qk_dim, l.v_dim, l.mlp_dim) for l in x.layers])
 
 
 def flops_eq8(cfg: EdgeViTConfig) -> int:
@@ -69,13 +69,30 @@ def flops_eq8(cfg: EdgeViTConfig) -> int:
 def count_flops(x: EdgeViTConfig | nn.Module) -> int:
     """Multiply-accumulates of one image's forward pass (matrix products only, see module doc)."""
     cfg = _config(x)
-    d, p, N = cfg.embed_dim, cfg.patch_size, cfg.num_tokens
+    return flops_of_sizes(cfg, cfg.embed_dim, [(l.num_heads, l.qk_dim, l.v_dim, l.mlp_dim) for l in cfg.layers])
+
+
+def flops_of_sizes(cfg: EdgeViTConfig, d, layers):
+    """`count_flops` from sizes that may be tensors (soft sizes of learnable masks, X-Pruner):
+    embed dim `d` and per layer (heads, qk per head, v per head, mlp width). Patch size, tokens,
+    channels and classes come from `cfg`."""
+    p, N = cfg.patch_size, cfg.num_tokens
     total = cfg.in_chans * (N - 1) * p * p * d + cfg.num_classes * d
-    for l in cfg.layers:
-        q, v, e = l.q_width, l.v_width, l.mlp_dim
-        total += N * d * (2 * q + v) + N * v * d  # qkv and output projections
-        total += N * N * (q + v)  # Q K^T and attn V
-        total += 2 * N * d * e  # MLP
+    for heads, dq, dv, e in layers:
+        q, v = heads * dq, heads * dv
+        total = total + N * d * (2 * q + v) + N * v * d  # qkv and output projections
+        total = total + N * N * (q + v)  # Q K^T and attn V
+        total = total + 2 * N * d * e  # MLP
+    return total
+
+
+def params_of_sizes(cfg: EdgeViTConfig, d, layers):
+    """`count_params` from (possibly soft) sizes, biases included as `cfg` says."""
+    qb, pb = int(cfg.qkv_bias), int(cfg.proj_bias)
+    total = (cfg.in_chans * cfg.patch_size ** 2 + 1) * d + (1 + cfg.num_tokens) * d + 2 * d + (d + 1) * cfg.num_classes
+    for heads, dq, dv, e in layers:
+        q, v = heads * dq, heads * dv
+        total = total + (d + qb) * (2 * q + v) + (v + pb) * d + (d + pb) * e + (e + pb) * d + 4 * d
     return total
 
 
@@ -102,6 +119,10 @@ def measure_flops(model: nn.Module, input_shape: tuple[int, ...] | None = None) 
     finally:
         model.train(was_training)
     return counter.get_total_flops() // 2
+
+
+def cost_of_sizes(cfg: EdgeViTConfig, d, layers, metric: str):
+    return params_of_sizes(cfg, d, layers) if metric == "params" else flops_of_sizes(cfg, d, layers)
 
 
 def cost(x: EdgeViTConfig | nn.Module, metric: str) -> int:

@@ -57,6 +57,7 @@ class DeriveOptions:
     latency_batch: int = 1
     latency_runtime: str = "torch"
     latency_threads: int | None = None
+    xpruner: dict[str, Any] | None = None  # MaskOptions for the X-Pruner baseline (steps, lr, penalty, init)
     cache: bool = True  # cache per-base artefacts (layer heads, embedding scores) in the base directory
 
     def validate(self) -> "DeriveOptions":
@@ -381,7 +382,13 @@ def derive_nuwa(base: EdgeViT, base_dir: Path | None, task: SubTask, budget: "Bu
     return pruned, info
 
 
-METHODS: dict[str, Callable] = {"nuwa": derive_nuwa}
+def _methods() -> dict[str, Callable]:
+    from .baselines import METHODS as BASELINES
+
+    return {"nuwa": derive_nuwa, **BASELINES}
+
+
+METHODS: dict[str, Callable] = _methods()
 
 
 def derive(

@@ -181,16 +181,18 @@ class BaseData:
     preprocess: Callable
 
 
-def open_base_data(data: str, base: EdgeViT, *, opts: DeriveOptions) -> BaseData:
+def open_base_data(data: str, model: EdgeViT, *, opts: DeriveOptions) -> BaseData:
+    """The split of the base's training data; `model` may be the base or a model derived from it."""
     from .data import Preprocess, open_split, train_val_split
 
-    cfg = base.config
+    cfg = model.config
     train = open_split(data, "train", img_size=cfg.img_size)
-    if len(train.class_names) > cfg.num_classes:
+    if cfg.classes is None and len(train.class_names) > cfg.num_classes:
         raise NuwaError(f"data {data!r} has {len(train.class_names)} classes but the base model only "
                         f"{cfg.num_classes}; its labels must index the base model's classes")
     fit_all, val_all = train_val_split(train, val_fraction=opts.val_fraction, seed=opts.split_seed)
-    return BaseData(spec=data, class_names=list(cfg.class_names or train.class_names), fit_all=fit_all,
+    names = cfg.class_names if cfg.classes is None and cfg.class_names else train.class_names
+    return BaseData(spec=data, class_names=list(names), fit_all=fit_all,
                     val_all=val_all, preprocess=Preprocess.for_config(cfg))
 
 
@@ -211,7 +213,6 @@ def finetune_dir(model_dir: str | Path, data: str, *, epochs: int = 5, seed: int
                  options: DeriveOptions | None = None) -> tuple[EdgeViT, dict]:
     """Recovery as its own step: fine-tune a derived model on its classes' fit split (the same split
     `derive` uses) and write it to `out` with its report extended by the fine-tuning history."""
-    from .data import Preprocess, class_subset, open_split, train_val_split
     from .train import evaluate, fit, seed_everything
 
     opts = (options or DeriveOptions()).validate()
@@ -228,14 +229,12 @@ def finetune_dir(model_dir: str | Path, data: str, *, epochs: int = 5, seed: int
     seed_everything(seed)
     timer = PhaseTimer()
     with timer("data"):
-        train = open_split(data, "train", img_size=cfg.img_size)
-        fit_all, val_all = train_val_split(train, val_fraction=opts.val_fraction, seed=opts.split_seed)
-        fit_ds, val_ds = class_subset(fit_all, cfg.classes), class_subset(val_all, cfg.classes)
-        pre = Preprocess.for_config(cfg)
+        task = open_subtask(open_base_data(data, model, opts=opts), model, list(cfg.classes), opts=opts)
     with timer("recovery"):
-        history = fit(model, fit_ds, epochs=epochs, lr=opts.finetune_lr, weight_decay=opts.weight_decay,
-                      batch_size=opts.batch_size, seed=seed, val_ds=val_ds, preprocess=pre, desc="fine-tune")
-    val = evaluate(model, val_ds, preprocess=pre, desc="val")
+        history = fit(model, task.fit, epochs=epochs, lr=opts.finetune_lr, weight_decay=opts.weight_decay,
+                      batch_size=opts.batch_size, seed=seed, val_ds=task.val, preprocess=task.preprocess,
+                      desc="fine-tune")
+    val = evaluate(model, task.val, preprocess=task.preprocess, desc="val")
     report.pop("weights_sha256", None)
     report.update(recovery="finetune", finetune_epochs=epochs, finetune_history=history, val_top1=val["top1"],
                   val_n=val["n"], seed=seed)
@@ -253,16 +252,17 @@ def prepare_base(model_dir: str | Path, data: str, *, options: DeriveOptions | N
     bd = open_base_data(data, base, opts=opts)
     task = SubTask(spec=data, classes=[], class_names=[], fit=None, val=None, fit_all=bd.fit_all,
                    preprocess=bd.preprocess)
-    base_layer_heads(base, base_dir, task, opts, opts.split_seed)
+    base_layer_heads(base, base_dir, task, opts)
     base_embed_scores(base, base_dir, task, opts)
     return dict(layer_heads=str(base_dir / lh.FILE), embed_scores=str(base_dir / EMBED_FILE))
 
 
 # ---- per-base artefacts (cached next to the base model) ----------------------------------
-def base_layer_heads(base: EdgeViT, base_dir: Path | None, task: SubTask, opts: DeriveOptions, seed: int) -> list:
+def base_layer_heads(base: EdgeViT, base_dir: Path | None, task: SubTask, opts: DeriveOptions) -> list:
     sha = lh.base_sha(base_dir) if base_dir is not None else None
     cache = base_dir / lh.FILE if (base_dir is not None and opts.cache) else None
-    heads = lh.load(cache, base_sha256=sha) if cache is not None else None
+    key = f"{sha}:{opts.layer_head_samples}:{opts.layer_head_epochs}:{opts.split_seed}:{opts.val_fraction}"
+    heads = lh.load(cache, key=key) if cache is not None else None
     if heads is None:
         from .train import collect_cls_tokens
 
@@ -270,7 +270,7 @@ def base_layer_heads(base: EdgeViT, base_dir: Path | None, task: SubTask, opts: 
                                            limit=opts.layer_head_samples, desc="layer-head features")
         heads = lh.build(base, feats, labels, epochs=opts.layer_head_epochs, seed=opts.split_seed)
         if cache is not None and _writable(base_dir):
-            lh.save(cache, heads, base_sha256=sha, meta=dict(samples=len(labels), epochs=opts.layer_head_epochs))
+            lh.save(cache, heads, key=key, meta=dict(samples=len(labels), epochs=opts.layer_head_epochs))
     return heads
 
 
@@ -285,7 +285,7 @@ def base_embed_scores(base: EdgeViT, base_dir: Path | None, task: SubTask, opts:
 
     sha = lh.base_sha(base_dir) if base_dir is not None else None
     cache = base_dir / EMBED_FILE if (base_dir is not None and opts.cache) else None
-    key = f"{sha}:{opts.embed_score_samples}:{opts.taylor_microbatch}:{opts.split_seed}"
+    key = f"{sha}:{opts.embed_score_samples}:{opts.taylor_microbatch}:{opts.split_seed}:{opts.val_fraction}"
     if cache is not None and cache.is_file():
         from safetensors import safe_open
 
@@ -343,7 +343,7 @@ def derive_nuwa(base: EdgeViT, base_dir: Path | None, task: SubTask, budget: "Bu
         if opts.prune_depth and base.config.depth > 1:
             from .train import collect_cls_tokens
 
-            heads = base_layer_heads(base, base_dir, task, opts, seed)
+            heads = base_layer_heads(base, base_dir, task, opts)
             feats, labels = collect_cls_tokens(base, task.val, preprocess=task.preprocess, desc="depth features")
             accs = lh.accuracies(feats, labels, heads, task.classes, eps=base.config.norm_eps)
             keep = lh.choose_depth(accs, opts.rho_depth)

@@ -36,14 +36,15 @@ def build(model: EdgeViT, features: list[torch.Tensor], labels: torch.Tensor, *,
     return [{k: v.detach().float() for k, v in h.items()} for h in heads] + [final_head(model)]
 
 
-def save(path: str | Path, heads: list[dict[str, torch.Tensor]], *, base_sha256: str, meta: dict) -> None:
+def save(path: str | Path, heads: list[dict[str, torch.Tensor]], *, key: str, meta: dict) -> None:
+    """`key` identifies what the heads were trained from (base weights, samples, epochs, split)."""
     tensors = {f"{l}.{k}": h[k].contiguous() for l, h in enumerate(heads) for k in KEYS}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"base_sha256": base_sha256, "meta": json.dumps(meta, sort_keys=True)})
+        save_file(tensors, str(tmp), metadata={"key": key, "meta": json.dumps(meta, sort_keys=True)})
 
 
-def load(path: str | Path, *, base_sha256: str | None = None) -> list[dict[str, torch.Tensor]] | None:
-    """Cached heads, or None when absent or trained for other base weights."""
+def load(path: str | Path, *, key: str | None = None) -> list[dict[str, torch.Tensor]] | None:
+    """Cached heads, or None when absent or trained from something else than `key` says."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -55,7 +56,7 @@ def load(path: str | Path, *, base_sha256: str | None = None) -> list[dict[str, 
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise NuwaError(f"{path}: corrupt layer-classifier cache ({e}); delete it to retrain") from None
-    if base_sha256 is not None and meta.get("base_sha256") != base_sha256:
+    if key is not None and meta.get("key") != key:
         return None
     depth = 1 + max(int(k.split(".")[0]) for k in tensors)
     return [{k: tensors[f"{l}.{k}"] for k in KEYS} for l in range(depth)]

@@ -1,0 +1,81 @@
+"""A killed job never leaves an output that looks complete; the same seed gives the same bytes."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import nuwa
+from nuwa import io
+
+from .test_derive import base_dir, npz  # noqa: F401  (module-scoped fixtures: a tiny data set and base)
+
+
+def _start(*args):
+    return subprocess.Popen([sys.executable, "-m", "nuwa.cli", *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def _absent_or_complete(out, parent):
+    if out.exists():
+        nuwa.load(out)  # complete and loadable, or this raises
+        assert (out / "report.json").is_file()
+    # no temporary left that a later run could mistake for a result (temporaries are dot-files)
+    assert all(p.name.startswith(".") or p == out for p in parent.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.5, 2.0, 3.5, 5.0, 6.5, 8.0])
+def test_sigkill_during_pretrain_leaves_nothing_half_written(npz, tmp_path, delay):  # noqa: F811
+    out = tmp_path / "base"
+    p = _start("pretrain", "--model", "deit_tiny_patch16_224", "--data", npz, "--patch-size", "7", "--embed-dim",
+               "32", "--depth", "2", "--num-heads", "2", "--epochs", "2", "--batch-size", "64", "--out", out)
+    time.sleep(delay)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    _absent_or_complete(out, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [1.0, 3.0, 5.0, 7.0, 9.0])
+def test_sigkill_during_derive_leaves_nothing_half_written(base_dir, npz, tmp_path, delay):  # noqa: F811
+    out = tmp_path / "edge"
+    p = _start("derive", "--model", base_dir, "--data", npz, "--classes", "north,south", "--rate", "0.5",
+               "--finetune-epochs", "1", "--score-samples", "32", "--batch-size", "32", "--out", out)
+    time.sleep(delay)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    _absent_or_complete(out, tmp_path)
+    # a re-run after the kill completes without manual clean-up
+    r = subprocess.run([sys.executable, "-m", "nuwa.cli", "derive", "--model", str(base_dir), "--data", npz,
+                        "--classes", "north,south", "--rate", "0.5", "--finetune-epochs", "0",
+                        "--score-samples", "32", "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    nuwa.load(out)
+
+
+def test_same_seed_pretrain_gives_byte_identical_weights(npz, tmp_path):  # noqa: F811
+    args = ["pretrain", "--model", "deit_tiny_patch16_224", "--data", npz, "--patch-size", "7", "--embed-dim", "32",
+            "--depth", "2", "--num-heads", "2", "--epochs", "1", "--batch-size", "64", "--seed", "5"]
+    shas = []
+    for name in ("a", "b"):
+        r = subprocess.run([sys.executable, "-m", "nuwa.cli", *args, "--out", str(tmp_path / name)],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        shas.append(io.sha256_file(tmp_path / name / "model.safetensors"))
+    assert shas[0] == shas[1]
+
+
+@pytest.mark.parametrize("method", ["nuwa", "random", "nvit", "xpruner"])
+def test_same_seed_derive_gives_byte_identical_weights_for_every_method(base_dir, npz, tmp_path, method):  # noqa: F811
+    from nuwa.derivation import DeriveOptions, derive
+
+    opts = DeriveOptions(score_samples=32, batch_size=32, xpruner=dict(steps=5))
+    for name in ("a", "b"):
+        derive(base_dir, npz, classes=[0, 4], rate=0.5, method=method, finetune_epochs=1, seed=2,
+               out=tmp_path / name, options=opts)
+    assert io.sha256_file(tmp_path / "a" / "model.safetensors") == io.sha256_file(tmp_path / "b" / "model.safetensors")
+    ra, rb = io.read_report(tmp_path / "a"), io.read_report(tmp_path / "b")
+    assert ra["val_top1"] == rb["val_top1"] and ra["weights_sha256"] == rb["weights_sha256"]

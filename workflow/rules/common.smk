@@ -1,17 +1,270 @@
-# Validation of params.yaml and target helpers shared by all rule files.
+# Validation of params.yaml and the helpers shared by the rule files -- paths, wildcard values,
+# per-rule resources, and the lists of targets.
+import re
 import sys
+from pathlib import Path
 
+import jsonschema
+import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-validate(config, schema="../schemas/params.schema.yaml")
+
+def _key_path(error):
+    """profiles.default.alphas[0] for a jsonschema error's location."""
+    out = ""
+    for part in error.absolute_path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _validated(data, schema, what):
+    """Validate `data` (defaults filled in) or fail at start-up with one line naming the key."""
+    try:
+        validate(data, schema=schema)
+    except WorkflowError as e:
+        inner = e.__cause__ or e.__context__  # Snakemake wraps jsonschema's error
+        if not isinstance(inner, jsonschema.ValidationError):
+            raise
+        raise WorkflowError(f"{what}: {_key_path(inner)}: {inner.message}") from None
+    return data
+
+
+_validated(config, "../schemas/params.schema.yaml", "params.yaml")
 
 PROFILE = config["profile"]
+if PROFILE not in config["profiles"]:
+    raise WorkflowError(f"params.yaml: profile: {PROFILE!r} is not one of the profiles defined under "
+                        f"`profiles` ({', '.join(sorted(config['profiles']))})")
 P = config["profiles"][PROFILE]
+DATASETS = config["datasets"]
+BASES = P["bases"]
+
+
+def _load_subtasks(dataset):
+    path = DATASETS[dataset]["subtasks"]
+    try:
+        table = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise WorkflowError(f"params.yaml: datasets.{dataset}.subtasks: cannot read {path} ({e})") from None
+    _validated(table, "../schemas/subtasks.schema.yaml", path)
+    for name, s in table.items():
+        if len(s["names"]) != len(s["indices"]) or len(s.get("wnids", s["names"])) != len(s["indices"]):
+            raise WorkflowError(f"{path}: {name}: indices, names (and wnids) must have the same length")
+    return table
+
+
+for _name, _d in DATASETS.items():
+    if "source" in _d and _d["spec"].partition(":")[2] != f"data/{_name}":
+        raise WorkflowError(f"params.yaml: datasets.{_name}.spec: a data set with a `source` is copied to "
+                            f"data/{_name}, so its spec must read {_d['spec'].partition(':')[0]}:data/{_name}")
+    if "source" in _d and "files" not in _d:
+        raise WorkflowError(f"params.yaml: datasets.{_name}.files: needed with `source` (the files to copy)")
+
+SUBTASKS = {}  # dataset -> sub-task name -> definition
+for _base, _b in BASES.items():
+    if _b["dataset"] not in DATASETS:
+        raise WorkflowError(f"params.yaml: profiles.{PROFILE}.bases.{_base}.dataset: {_b['dataset']!r} is not "
+                            f"one of `datasets` ({', '.join(sorted(DATASETS))})")
+    if _b["dataset"] not in SUBTASKS:
+        SUBTASKS[_b["dataset"]] = _load_subtasks(_b["dataset"])
+    _unknown = [s for s in _b["subtasks"] if s not in SUBTASKS[_b["dataset"]]]
+    if _unknown:
+        raise WorkflowError(f"params.yaml: profiles.{PROFILE}.bases.{_base}.subtasks: {_unknown} not defined in "
+                            f"{DATASETS[_b['dataset']]['subtasks']} ({', '.join(SUBTASKS[_b['dataset']])})")
+
+# ---- where things go ------------------------------------------------------------------------
+MODELS = f"models/{PROFILE}"  # checkpoints: DVC-cached, never in git
+RESULTS = f"results/{PROFILE}"  # small artifacts: tables, figures, metrics (committed for default)
+TABLES = "results/tables"  # profile-independent tables (model sizes)
 LOGS = f"logs/{PROFILE}"
 BENCH = f"benchmarks/{PROFILE}"
-TABLES = "results/tables"
-FIGURES = "results/figures"
+
+BASE_DIR = f"{MODELS}/bases/{{base}}"
+RUN = "{base}/{subtask}/{method}/a{alpha}-s{seed}"  # one derivation
+MODEL_FILES = ("config.json", "model.safetensors", "report.json")
+
+
+def model_files(directory):
+    """A model directory as Snakemake sees it: the files `nuwa` writes into it."""
+    return [f"{directory}/{f}" for f in MODEL_FILES]
+
+
+def prepared_files(base):
+    """The per-base caches `nuwa prepare` adds to a base directory (reused by every sub-task)."""
+    return [f"{MODELS}/bases/{base}/{f}" for f in ("layer_heads.safetensors", "embed_scores.safetensors")]
+
+
+def dataset_inputs(dataset):
+    """A data set as a workflow input: the folder the `dataset` rule materialises, as ancient()
+    (restoring it with DVC does not rerun anything); nothing for external data (paper profile)."""
+    d = DATASETS[dataset]
+    return [ancient(d["spec"].partition(":")[2])] if "source" in d else []
+
+
+def dataset_of(wildcards):
+    return BASES[wildcards.base]["dataset"]
+
+
+def subtask_files(wildcards):
+    d = f"{RESULTS}/subtasks/{dataset_of(wildcards)}/{wildcards.subtask}"
+    return dict(classes=f"{d}/classes.parquet", samples=f"{d}/samples.parquet")
+
+
+def data_spec(wildcards):
+    return DATASETS[dataset_of(wildcards)]["spec"]
+
+
+def subtask_def(wildcards):
+    return SUBTASKS[dataset_of(wildcards)][wildcards.subtask]
+
+
+def class_list(wildcards):
+    """The sub-task's classes as label indices, the way `nuwa --classes` takes them."""
+    return ",".join(str(i) for i in subtask_def(wildcards)["indices"])
+
+
+# ---- the base model -------------------------------------------------------------------------
+def base_model_inputs(wildcards):
+    b = BASES[wildcards.base]
+    return dict(data=dataset_inputs(b["dataset"]), checkpoint=[b["checkpoint"]] if b["checkpoint"] else [])
+
+
+def pretrain_args(wildcards, input):
+    """`nuwa pretrain` arguments: the timm architecture, its start (hub or local weights, or
+    scratch) and the training options of params.yaml."""
+    b = BASES[wildcards.base]
+    args = ["pretrain", "--model", b["model"], "--data", data_spec(wildcards), "--out", BASE_DIR.format(**wildcards)]
+    if b["checkpoint"]:
+        args += ["--checkpoint", b["checkpoint"]]
+    if b["pretrained"]:
+        args += ["--pretrained"]
+    for key, value in b["pretrain"].items():
+        if key == "augment":
+            args += [] if value else ["--no-augment"]
+        else:
+            args += [f"--{key.replace('_', '-')}", str(value)]
+    return args
+
+
+# ---- options handed to nuwa -----------------------------------------------------------------
+# Which DeriveOptions each stage reads: a stage's `params` hold only those, so a change reruns
+# exactly the stages it affects (--rerun-triggers params). The per-base caches are keyed by the
+# options that built them; derive and importance pass the same ones, so they reuse the caches.
+DERIVE = P["derive"]
+CACHE_KEYS = ("layer_head_samples", "layer_head_epochs", "embed_score_samples", "taylor_microbatch",
+              "split_seed", "val_fraction", "batch_size")
+SPLIT_KEYS = ("split_seed", "val_fraction")
+
+
+def pick(options, keys):
+    return {k: options[k] for k in keys if k in options}
+
+
+PREPARE_OPTIONS = pick(DERIVE, CACHE_KEYS)
+DERIVE_OPTIONS = dict(DERIVE)
+IMPORTANCE_OPTIONS = pick(DERIVE, CACHE_KEYS + ("rho_depth", "rho_head", "prune_depth", "prune_heads",
+                                                "score_samples"))
+FINETUNE_OPTIONS = dict(pick(DERIVE, SPLIT_KEYS),
+                        **{dict(lr="finetune_lr").get(k, k): v for k, v in P["finetune"].items() if k != "epochs"})
+
+
+# ---- threads and resources --------------------------------------------------------------------
+# Defaults sized for the offline profiles on a 2-core, 24 GiB machine; params.yaml overrides them
+# per profile and rule (the paper profile asks for GPUs), the scale-out profiles per cluster.
+RESOURCE_DEFAULTS = dict(
+    dataset=dict(threads=1, mem_mb=500, runtime=5, gpu=0),
+    subtasks=dict(threads=1, mem_mb=2000, runtime=10, gpu=0),
+    pretrain=dict(threads=2, mem_mb=6000, runtime=60, gpu=0),
+    prepare=dict(mem_mb=4000, runtime=30, gpu=0),
+    base_eval=dict(mem_mb=3000, runtime=15, gpu=0),
+    importance=dict(mem_mb=4000, runtime=30, gpu=0),
+    spectra=dict(mem_mb=3000, runtime=10, gpu=0),
+    derive=dict(mem_mb=4000, runtime=60, gpu=0),
+    finetune=dict(mem_mb=4000, runtime=120, gpu=0),
+    metrics=dict(mem_mb=3000, runtime=15, gpu=0),
+    table3_nuwa=dict(threads=1, mem_mb=1000, runtime=5, gpu=0),
+    figures=dict(threads=1, mem_mb=1000, runtime=5, gpu=0),
+    model_sizes=dict(threads=1, mem_mb=4000, runtime=10, gpu=0),
+)
+
+
+def res(rule_name, key):
+    """threads/mem_mb/runtime/gpu of a rule: params.yaml's profile, else the defaults above."""
+    given = dict(RESOURCE_DEFAULTS[rule_name], **P["resources"].get(rule_name, {}))
+    return given.get(key, P["threads"] if key == "threads" else 0)
+
+
+# ---- wildcard values and targets -------------------------------------------------------------
+ALPHAS = [f"{a:g}" for a in P["alphas"]]
+
+
+def runs(base=None):
+    """Every (base, subtask, method, alpha, seed) of the profile, as RUN paths."""
+    return [RUN.format(base=b, subtask=s, method=m, alpha=a, seed=seed)
+            for b in ([base] if base else BASES) for s in BASES[b]["subtasks"]
+            for m in P["methods"] for a in ALPHAS for seed in P["seeds"]]
+
+
+def subtask_pairs(base=None):
+    return [(b, s) for b in ([base] if base else BASES) for s in BASES[b]["subtasks"]]
+
+
+def base_targets():
+    bases = [f for b in BASES for f in model_files(BASE_DIR.format(base=b)) + prepared_files(b)]
+    return bases + [f"{RESULTS}/subtasks/{BASES[b]['dataset']}/{s}/{f}.parquet"
+                    for b, s in subtask_pairs() for f in ("classes", "samples")]
+
+
+def analysis_targets():
+    return [f"{RESULTS}/{kind}/{b}/{s}.parquet" for b, s in subtask_pairs() for kind in ("importance", "spectra")]
+
+
+def derived_targets():
+    return [f"{RESULTS}/metrics/{r}.json" for r in runs()] + [
+        f"{RESULTS}/base_eval/{b}/{s}.json" for b, s in subtask_pairs()]
+
+
+FIGURES = ("fig4_sliced_vs_full", "fig5_importance_similarity", "fig6_accuracy_vs_alpha")
+
+
+def report_targets():
+    tables = [f"{RESULTS}/tables/table3_nuwa.{ext}" for ext in ("csv", "md", "parquet")]
+    figures = [f"{RESULTS}/figures/{fig}_{b}.png" for b in BASES for fig in FIGURES]
+    return tables + figures + [f"{RESULTS}/metrics.json"]
 
 
 def all_targets():
-    return [f"{TABLES}/model_sizes.csv", f"{TABLES}/model_sizes.md", f"{TABLES}/model_sizes.parquet"]
+    sizes = [f"{TABLES}/model_sizes.csv", f"{TABLES}/model_sizes.md", f"{TABLES}/model_sizes.parquet"]
+    return base_targets() + analysis_targets() + derived_targets() + report_targets() + sizes
+
+
+def eval_args():
+    e = P["eval"]
+    return [arg for key in ("batch_size", "limit") if key in e for arg in (f"--{key.replace('_', '-')}", str(e[key]))]
+
+
+def finish(workflow):
+    """The last words of a successful run: build the HTML report once every table and figure of
+    the profile exists, then say where the results are."""
+    if workflow.dryrun or workflow.touch:
+        return
+    html = f"{RESULTS}/report.html"
+    command = f"snakemake --config profile={PROFILE} --report {html}"
+    if all(Path(f).exists() for f in report_targets()):
+        try:
+            Path(LOGS).mkdir(parents=True, exist_ok=True)
+            shell(f"{sys.executable} -m snakemake --snakefile {workflow.main_snakefile} --config profile={PROFILE} "
+                  f"--report {html} > {LOGS}/report.log 2>&1")
+            where = f"{html}  (rebuild: {command})"
+        except Exception:
+            where = f"not built, see {LOGS}/report.log; build it with: {command}"
+    else:
+        where = f"after the tables and figures are built: {command}"
+    lines = [f"nuwa-pipeline, profile {PROFILE!r}: done.",
+             f"  tables:  {RESULTS}/tables/  (csv, parquet, md; model sizes in {TABLES}/)",
+             f"  figures: {RESULTS}/figures/",
+             f"  metrics: {RESULTS}/metrics.json; per derivation {RESULTS}/metrics/",
+             f"  report:  {where}",
+             f"  models:  {MODELS}/  (logs {LOGS}/, timings {BENCH}/)"]
+    print("\n".join(lines), file=sys.stderr)

@@ -3,7 +3,7 @@
 
 rule model_sizes:
     output:
-        csv=f"{TABLES}/model_sizes.csv",
+        csv=report(f"{TABLES}/model_sizes.csv", caption="../report/model_sizes.rst", category="Tables"),
         md=f"{TABLES}/model_sizes.md",
         parquet=f"{TABLES}/model_sizes.parquet",
     params:
@@ -12,9 +12,12 @@ rule model_sizes:
         f"{LOGS}/model_sizes.log",
     benchmark:
         f"{BENCH}/model_sizes.tsv"
-    threads: 1
+    threads: res("model_sizes", "threads")
     resources:
-        mem_mb=4000,
-        runtime=10,
+        mem_mb=res("model_sizes", "mem_mb"),
+        runtime=res("model_sizes", "runtime"),
+        gpu=res("model_sizes", "gpu"),
+    conda:
+        "../envs/nuwa.yaml"
     script:
         "../scripts/model_sizes.py"

@@ -1,0 +1,333 @@
+"""The workflow as a specification: Snakemake and DVC run for real on the `test` profile.
+
+Every run happens in a temporary copy of the repository (its tracked files, the project's .venv
+linked in), so the committed results/ are never touched. The two end-to-end runs (Snakemake and
+DVC) take about a minute each on 2 cores.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SNAKEMAKE = str(BIN / "snakemake")
+DVC = str(BIN / "dvc")
+PROFILES = ("default", "slurm", "kubernetes")
+pytestmark = pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake is not installed next to python")
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+def repo_files() -> list[str]:
+    """Files a fresh clone has: tracked ones plus new, not ignored ones (uncommitted work)."""
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    return sorted(f for f in out.split("\0") if f and (ROOT / f).is_file())
+
+
+def copy_repo(dest: Path, *, git: bool = False) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in repo_files():
+        (dest / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, dest / f)
+    (dest / ".venv").symlink_to(ROOT / ".venv")  # dvc.yaml calls .venv/bin/snakemake
+    if git:
+        run(["git", "init", "-q"], dest)
+    return dest
+
+
+def run(cmd: list[str], cwd: Path, *, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def set_param(repo: Path, path: str, value) -> None:
+    """Edit params.yaml like a user would (keys joined by dots)."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    *parents, last = path.split(".")
+    node = params
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def scheduled_jobs(output: str) -> dict[str, int]:
+    """The "Job stats" table of a dry run: rule -> number of jobs ({} when nothing is to be done)."""
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        parts = line.split()
+        if len(parts) == 2 and parts[0] != "total":
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def dry_run(repo: Path, *args: str) -> dict[str, int]:
+    proc = run([SNAKEMAKE, "-n", "--config", "profile=test", *args], repo)
+    return scheduled_jobs(proc.stdout + proc.stderr)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---- the test profile end to end, with the real snakemake command -------------------------------
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    repo = copy_repo(tmp_path_factory.mktemp("workflow") / "repo")
+    proc = run([SNAKEMAKE, "--profile", "workflow/profiles/default", "--config", "profile=test"], repo)
+    return repo, proc
+
+
+def test_test_profile_builds_every_table_figure_and_the_report(built):
+    repo, proc = built
+    r = repo / "results" / "test"
+    for f in ("tables/table3_nuwa.csv", "tables/table3_nuwa.md", "tables/table3_nuwa.parquet", "metrics.json",
+              "report.html", *(f"figures/{fig}_tiny-fmnist.png" for fig in
+                               ("fig4_sliced_vs_full", "fig5_importance_similarity", "fig6_accuracy_vs_alpha"))):
+        assert (r / f).is_file() and (r / f).stat().st_size > 0, f
+    for fig in (r / "figures").glob("*.png"):
+        assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The run ends by saying where everything is.
+    tail = proc.stderr[-2000:]
+    for where in ("results/test/tables/", "results/test/figures/", "results/test/report.html"):
+        assert where in tail
+
+
+def test_table3_has_a_row_per_derivation_and_the_two_base_rows(built):
+    repo, _ = built
+    t = pd.read_parquet(repo / "results/test/tables/table3_nuwa.parquet")
+    derived = t[t.method == "nuwa"]
+    assert sorted(derived.alpha) == [0.3, 0.6] and set(derived.subtask) == {"H2"}
+    assert (derived.rate_achieved >= derived.alpha - 1e-9).all()  # the budget is met
+    assert (derived.flops < t.flops.max()).all() and derived.top1.between(0, 1).all()
+    assert derived.top1_before_finetune.notna().all()
+    base = t[t.method.str.startswith("base")].set_index("method")
+    assert set(base.index) == {"base (full classifier)", "base (sliced classifier)"}
+    csv = pd.read_csv(repo / "results/test/tables/table3_nuwa.csv")
+    assert list(csv.columns) == list(t.columns) and len(csv) == len(t) == 4
+    summary = json.loads((repo / "results/test/metrics.json").read_text())
+    assert summary["n_models"] == 2 and set(summary["nuwa"]) >= {"top1_alpha_0.3", "top1_alpha_0.6"}
+
+
+def test_intermediate_artifacts_are_tidy_tables(built):
+    repo, _ = built
+    r = repo / "results" / "test"
+    classes = pd.read_parquet(r / "subtasks/fashion-mnist/H2/classes.parquet")
+    assert list(classes.name) == ["Sandal", "Sneaker", "Ankle boot"] and list(classes["index"]) == [5, 7, 9]
+    samples = pd.read_parquet(r / "subtasks/fashion-mnist/H2/samples.parquet")
+    counts = samples.groupby("split", observed=True).size()
+    assert counts["test"] == 3000 and counts["fit"] + counts["val"] == 18000  # 3 classes x (6000 + 1000)
+    assert set(samples.label) == {5, 7, 9} and set(samples.sublabel) == {0, 1, 2}
+    scores = pd.read_parquet(r / "importance/tiny-fmnist/H2.parquet")
+    assert set(scores.kind) == {"head", "neuron", "embed"} and set(scores.scope) == {"derive", "full"}
+    assert (scores.score >= 0).all()
+    full = scores[scores.scope == "full"]
+    assert (full.kind == "head").sum() == 3 * 2 and (full.kind == "embed").sum() == 48  # depth 3, 2 heads, dim 48
+    spectra = pd.read_parquet(r / "spectra/tiny-fmnist/H2.parquet")
+    assert set(spectra.kind) == {"qk", "v"}
+    share = spectra.groupby(["layer", "head", "kind"]).energy_share.sum()
+    assert ((share - 1).abs() < 1e-6).all()
+    assert (spectra.groupby(["layer", "head", "kind"]).sigma.apply(lambda s: s.is_monotonic_decreasing)).all()
+
+
+def test_every_job_logs_and_the_costly_ones_are_benchmarked(built):
+    repo, _ = built
+    logs = {p.relative_to(repo / "logs/test").parts[0] for p in (repo / "logs/test").rglob("*.log")}
+    assert logs >= {"dataset", "subtask", "pretrain", "prepare", "base_eval", "importance", "spectra", "derive",
+                    "finetune", "metrics", "figures", "table3_nuwa.log"}
+    bench = {p.relative_to(repo / "benchmarks/test").parts[0] for p in (repo / "benchmarks/test").rglob("*.tsv")}
+    assert bench >= {"pretrain", "prepare", "importance", "spectra", "derive", "finetune", "metrics", "base_eval"}
+    tsv = pd.read_csv(next((repo / "benchmarks/test/pretrain").glob("*.tsv")), sep="\t")
+    assert tsv.s.iloc[0] > 0
+
+
+def test_a_second_run_has_nothing_to_do(built):
+    repo, _ = built
+    assert dry_run(repo) == {}
+
+
+@pytest.mark.parametrize("change, expected", [
+    # fine-tuning epochs: the fine-tuning jobs and what reads them, nothing upstream
+    (("profiles.test.finetune.epochs", 2),
+     {"finetune": 2, "metrics": 2, "table3_nuwa": 1, "fig6_accuracy_vs_alpha": 1, "all": 1}),
+    # one more alpha: one more derivation, reusing the base, its caches and the sub-task's analyses
+    (("profiles.test.alphas", [0.3, 0.45, 0.6]),
+     {"derive": 1, "finetune": 1, "metrics": 1, "table3_nuwa": 1, "fig6_accuracy_vs_alpha": 1, "all": 1}),
+    # the head threshold: derivations and the importance/spectra analyses, not the base
+    (("profiles.test.derive.rho_head", 0.8),
+     {"importance": 1, "spectra": 1, "derive": 2, "finetune": 2, "metrics": 2, "table3_nuwa": 1,
+      "fig5_importance_similarity": 1, "fig6_accuracy_vs_alpha": 1, "all": 1}),
+])
+def test_a_parameter_change_reschedules_exactly_the_dependent_jobs(built, change, expected):
+    repo, _ = built
+    original = (repo / "params.yaml").read_text()
+    try:
+        set_param(repo, *change)
+        assert dry_run(repo, "--rerun-triggers", "params") == expected
+    finally:
+        (repo / "params.yaml").write_text(original)
+    assert dry_run(repo) == {}
+
+
+def test_figures_and_tables_are_byte_identical_when_rebuilt(built):
+    repo, _ = built
+    outs = sorted((repo / "results/test/figures").glob("*.png")) + sorted((repo / "results/test/tables").glob("*"))
+    before = {p.name: sha256(p) for p in outs}
+    run([SNAKEMAKE, "--cores", "2", "--config", "profile=test", "--forcerun", "fig4_sliced_vs_full",
+         "fig5_importance_similarity", "fig6_accuracy_vs_alpha", "table3_nuwa", "--", "tables_figures"], repo)
+    assert {p.name: sha256(p) for p in outs} == before
+
+
+# ---- DVC: the ledger over the same DAG -------------------------------------------------------------
+def test_dvc_repro_builds_the_test_profile_then_has_nothing_to_do(tmp_path):
+    repo = copy_repo(tmp_path / "repo", git=True)
+    set_param(repo, "profile", "test")
+    run([DVC, "update", "data/fashion-mnist.dvc"], repo)  # the frozen input, from its recorded source
+    first = run([DVC, "repro"], repo, timeout=900)
+    assert "Running stage 'derive'" in first.stdout and (repo / "results/test/tables/table3_nuwa.csv").is_file()
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert lock["stages"]["derive"]["params"]["params.yaml"]["profiles.test.alphas"] == [0.3, 0.6]
+    second = run([DVC, "repro"], repo)
+    assert "Running stage" not in second.stdout and "up to date" in second.stdout
+    assert "test" in run([DVC, "metrics", "show"], repo).stdout
+    # A restore from the DVC cache (`dvc checkout` after removing the checkpoints, as after a
+    # `dvc pull` on the same machine) leaves nothing for Snakemake to rerun.
+    shutil.rmtree(repo / "models")
+    run([DVC, "checkout"], repo)
+    paths = [p for p in (repo / "models").rglob("*") if p.is_file()]
+    random.Random(0).shuffle(paths)
+    for p in paths:  # restored in any order, all newer than the results
+        os.utime(p)
+    assert dry_run(repo) == {}
+    assert "Running stage" not in run([DVC, "repro"], repo).stdout
+
+
+# ---- start-up validation -----------------------------------------------------------------------------
+@pytest.fixture()
+def config_copy(tmp_path) -> Path:
+    """What parsing the workflow needs: params.yaml, config/, workflow/."""
+    for d in ("config", "workflow"):
+        shutil.copytree(ROOT / d, tmp_path / d)
+    shutil.copy2(ROOT / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("bogus", 1, r"params\.yaml: \(top level\): Additional properties are not allowed \('bogus' was unexpected\)"),
+    ("profiles.default.alphas", [0.2, 1.5], r"params\.yaml: profiles\.default\.alphas\[1\]: 1\.5 is greater than or equal to the maximum of 1"),
+    ("profile", "nope", r"params\.yaml: profile: 'nope' is not one of the profiles"),
+    ("profiles.default.finetune.epochs", -1, r"params\.yaml: profiles\.default\.finetune\.epochs: -1 is less than the minimum of 0"),
+    ("profiles.default.derive.rho_head", 0, r"profiles\.default\.derive\.rho_head: 0 is less than or equal to the minimum of 0"),
+    ("profiles.test.derive.unknown_option", 3, r"profiles\.test\.derive: Additional properties are not allowed \('unknown_option'"),
+    ("profiles.default.methods", ["nuwa", "magic"], r"profiles\.default\.methods\[1\]: 'magic' is not one of"),
+    ("profiles.default.bases.vit96-fmnist.subtasks", ["H1", "H9"], r"bases\.vit96-fmnist\.subtasks: \['H9'\] not defined in config/subtasks/fashion-mnist\.yaml"),
+])
+def test_a_bad_params_value_fails_at_start_up_naming_the_key(config_copy, key, value, message):
+    set_param(config_copy, key, value)
+    proc = run([SNAKEMAKE, "-n", "--cores", "1"], config_copy, check=False)
+    assert proc.returncode != 0
+    assert re.search(message, proc.stdout + proc.stderr), proc.stderr[-3000:]
+    assert "Building DAG" not in proc.stdout + proc.stderr  # nothing scheduled, let alone run
+
+
+def test_the_schema_is_strict_everywhere():
+    schema = yaml.safe_load((ROOT / "workflow/schemas/params.schema.yaml").read_text())
+
+    def objects(node, where="$"):
+        if isinstance(node, dict):
+            if node.get("type") == "object":
+                yield where, node
+            for k, v in node.items():
+                yield from objects(v, f"{where}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from objects(v, f"{where}[{i}]")
+
+    found = list(objects(schema))
+    assert len(found) > 10
+    for where, obj in found:
+        extra = obj.get("additionalProperties")
+        assert extra is False or isinstance(extra, dict), f"{where} accepts unknown keys"
+
+
+def test_lint_is_clean():
+    for profile in ("default", "paper"):
+        proc = run([SNAKEMAKE, "--lint", "--config", f"profile={profile}"], ROOT)
+        assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+        assert "Lints for" not in proc.stdout + proc.stderr
+
+
+# ---- scale-out profiles ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", PROFILES)
+def test_each_profile_dry_runs_the_paper_dag_with_its_executor(name, tmp_path):
+    """The slurm and kubernetes executor (and fs storage) plugins are installed (requirements.txt),
+    so this is Snakemake parsing the profile, loading the executor and planning every job."""
+    profile = ROOT / "workflow/profiles" / name / "config.yaml"
+    text = profile.read_text()
+    config = yaml.safe_load(text)
+    lines = text.splitlines()
+    for i, line in enumerate(lines):  # every entry explains itself: a comment on its line or above
+        if re.match(r"^[a-z]", line):
+            assert "#" in line or lines[i - 1].lstrip().startswith("#"), f"{name}: uncommented entry {line!r}"
+    listed = run([SNAKEMAKE, "--list-rules", "--config", "profile=paper"], ROOT).stdout
+    rules = {line.split()[0] for line in listed.splitlines() if line and not line[0].isspace()}
+    assert {"pretrain", "derive", "finetune"} <= rules
+    for section in ("set-resources", "set-threads"):
+        assert set(config.get(section, {})) <= rules, f"{name}: {section} names unknown rules"
+    proc = run([SNAKEMAKE, "-n", "--workflow-profile", str(profile.parent), "--config", "profile=paper"], ROOT)
+    out = proc.stdout + proc.stderr
+    jobs = scheduled_jobs(out)
+    assert jobs["derive"] == jobs["finetune"] == jobs["metrics"] == 4 * sum(
+        len(b["subtasks"]) for b in yaml.safe_load((ROOT / "params.yaml").read_text())["profiles"]["paper"]["bases"].values())
+    if name != "default":
+        assert f"executor: {config['executor']}" in text
+        assert re.search(r"rule finetune:.*?resources: [^\n]*gpu=1", out, re.S)
+
+
+# ---- configuration files ----------------------------------------------------------------------------
+def test_subtask_files_are_what_the_generator_writes(tmp_path):
+    run([sys.executable, "config/subtasks/generate.py", str(tmp_path)], ROOT)
+    for f in (ROOT / "config/subtasks").glob("*.yaml"):
+        assert (tmp_path / f.name).read_text() == f.read_text(), f.name
+
+
+def test_fashion_mnist_subtasks_match_the_library_and_imagenet_matches_timm():
+    ours = yaml.safe_load((ROOT / "config/subtasks/fashion-mnist.yaml").read_text())
+    lib = yaml.safe_load((ROOT / "nuwa/subtasks.yaml").read_text())["fashion-mnist"]
+    assert {k: v["names"] for k, v in ours.items()} == {k: v["classes"] for k, v in lib.items()}
+    import timm
+
+    info = Path(timm.__file__).parent / "data" / "_info"
+    wnids = (info / "imagenet_synsets.txt").read_text().split()
+    inet = yaml.safe_load((ROOT / "config/subtasks/imagenet.yaml").read_text())
+    sizes = {k: len(v["indices"]) for k, v in inet.items()}
+    assert sizes == dict(H1=25, H2=25, H3=25, H4=100, S1=25, S2=25, S3=25, S4=50, S5=100, S6=200)
+    for name, s in inet.items():
+        assert [wnids[i] for i in s["indices"]] == s["wnids"], name
+    assert inet["H4"]["indices"] == list(range(151, 251)) and inet["H4"]["names"][0] == "Chihuahua"
+    assert {"cock", "hen", "robin"} <= set(inet["H2"]["names"]) and "ladybug" in inet["H3"]["names"]
+
+
+def test_the_rules_conda_env_has_the_projects_pins():
+    ours = yaml.safe_load((ROOT / "workflow/envs/nuwa.yaml").read_text())["dependencies"]
+    project = yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
+    strip = lambda deps: [d if isinstance(d, str) else {"pip": [p for p in d["pip"] if p != "-e ."]} for d in deps]  # noqa: E731
+    assert strip(ours) == strip(project)

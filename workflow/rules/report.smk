@@ -1,0 +1,93 @@
+# Tables and figures: every one is a target and goes into `snakemake --report` with a caption
+# (workflow/report/*.rst) saying what it reproduces.
+
+
+rule table3_nuwa:
+    """Paper Table 3 in miniature: one row per (base, sub-task, method, alpha, seed) plus the base
+    rows (full and sliced classifier); and the headline numbers for `dvc metrics`."""
+    input:
+        metrics=[f"{RESULTS}/metrics/{r}.json" for r in runs()],
+        base=[f"{RESULTS}/base_eval/{b}/{s}.json" for b, s in subtask_pairs()],
+    output:
+        csv=report(f"{RESULTS}/tables/table3_nuwa.csv", caption="../report/table3_nuwa.rst", category="Tables"),
+        md=f"{RESULTS}/tables/table3_nuwa.md",
+        parquet=f"{RESULTS}/tables/table3_nuwa.parquet",
+        summary=f"{RESULTS}/metrics.json",
+    params:
+        pairs=[dict(base=b, subtask=s, kind=SUBTASKS[BASES[b]["dataset"]][s]["kind"]) for b, s in subtask_pairs()],
+    log:
+        f"{LOGS}/table3_nuwa.log",
+    threads: res("table3_nuwa", "threads")
+    resources:
+        mem_mb=res("table3_nuwa", "mem_mb"),
+        runtime=res("table3_nuwa", "runtime"),
+        gpu=res("table3_nuwa", "gpu"),
+    conda:
+        "../envs/nuwa.yaml"
+    script:
+        "../scripts/table3_nuwa.py"
+
+
+rule fig6_accuracy_vs_alpha:
+    """Paper Fig. 6 in miniature: test top-1 after fine-tuning vs alpha, one line per sub-task,
+    the base with its sliced classifier dashed."""
+    input:
+        metrics=lambda w: [f"{RESULTS}/metrics/{r}.json" for r in runs(w.base)],
+        base=lambda w: [f"{RESULTS}/base_eval/{b}/{s}.json" for b, s in subtask_pairs(w.base)],
+    output:
+        report(f"{RESULTS}/figures/fig6_accuracy_vs_alpha_{{base}}.png", caption="../report/fig6.rst",
+               category="Figures", labels={"figure": "Fig. 6", "base": "{base}"}),
+    log:
+        f"{LOGS}/figures/fig6_{{base}}.log",
+    threads: res("figures", "threads")
+    resources:
+        mem_mb=res("figures", "mem_mb"),
+        runtime=res("figures", "runtime"),
+        gpu=res("figures", "gpu"),
+    conda:
+        "../envs/nuwa.yaml"
+    script:
+        "../scripts/figures.py"
+
+
+rule fig4_sliced_vs_full:
+    """Paper Fig. 4: the base's test top-1 per sub-task with the full vs the sliced classifier."""
+    input:
+        base=lambda w: [f"{RESULTS}/base_eval/{b}/{s}.json" for b, s in subtask_pairs(w.base)],
+    output:
+        report(f"{RESULTS}/figures/fig4_sliced_vs_full_{{base}}.png", caption="../report/fig4.rst",
+               category="Figures", labels={"figure": "Fig. 4", "base": "{base}"}),
+    log:
+        f"{LOGS}/figures/fig4_{{base}}.log",
+    threads: res("figures", "threads")
+    resources:
+        mem_mb=res("figures", "mem_mb"),
+        runtime=res("figures", "runtime"),
+        gpu=res("figures", "gpu"),
+    conda:
+        "../envs/nuwa.yaml"
+    script:
+        "../scripts/figures.py"
+
+
+rule fig5_importance_similarity:
+    """Paper Fig. 5: cosine similarity of the importance vectors of heads, MLP neurons and
+    embedding dims across sub-tasks."""
+    input:
+        scores=lambda w: [f"{RESULTS}/importance/{b}/{s}.parquet" for b, s in subtask_pairs(w.base)],
+    output:
+        report(f"{RESULTS}/figures/fig5_importance_similarity_{{base}}.png", caption="../report/fig5.rst",
+               category="Figures", labels={"figure": "Fig. 5", "base": "{base}"}),
+    params:
+        subtasks=lambda w: BASES[w.base]["subtasks"],
+    log:
+        f"{LOGS}/figures/fig5_{{base}}.log",
+    threads: res("figures", "threads")
+    resources:
+        mem_mb=res("figures", "mem_mb"),
+        runtime=res("figures", "runtime"),
+        gpu=res("figures", "gpu"),
+    conda:
+        "../envs/nuwa.yaml"
+    script:
+        "../scripts/figures.py"

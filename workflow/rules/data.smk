@@ -40,6 +40,8 @@ rule subtask:
         options=pick(DERIVE, SPLIT_KEYS),
     log:
         f"{LOGS}/subtask/{{dataset}}/{{subtask}}.log",
+    benchmark:
+        f"{BENCH}/subtask/{{dataset}}/{{subtask}}.tsv"
     threads: res("subtasks", "threads")
     resources:
         mem_mb=res("subtasks", "mem_mb"),

@@ -17,6 +17,8 @@ rule table3_nuwa:
         pairs=[dict(base=b, subtask=s, kind=SUBTASKS[BASES[b]["dataset"]][s]["kind"]) for b, s in subtask_pairs()],
     log:
         f"{LOGS}/table3_nuwa.log",
+    benchmark:
+        f"{BENCH}/table3_nuwa.tsv"
     threads: res("table3_nuwa", "threads")
     resources:
         mem_mb=res("table3_nuwa", "mem_mb"),
@@ -39,6 +41,8 @@ rule fig6_accuracy_vs_alpha:
                category="Figures", labels={"figure": "Fig. 6", "base": "{base}"}),
     log:
         f"{LOGS}/figures/fig6_{{base}}.log",
+    benchmark:
+        f"{BENCH}/figures/fig6_{{base}}.tsv"
     threads: res("figures", "threads")
     resources:
         mem_mb=res("figures", "mem_mb"),
@@ -59,6 +63,8 @@ rule fig4_sliced_vs_full:
                category="Figures", labels={"figure": "Fig. 4", "base": "{base}"}),
     log:
         f"{LOGS}/figures/fig4_{{base}}.log",
+    benchmark:
+        f"{BENCH}/figures/fig4_{{base}}.tsv"
     threads: res("figures", "threads")
     resources:
         mem_mb=res("figures", "mem_mb"),
@@ -82,6 +88,8 @@ rule fig5_importance_similarity:
         subtasks=lambda w: BASES[w.base]["subtasks"],
     log:
         f"{LOGS}/figures/fig5_{{base}}.log",
+    benchmark:
+        f"{BENCH}/figures/fig5_{{base}}.tsv"
     threads: res("figures", "threads")
     resources:
         mem_mb=res("figures", "mem_mb"),

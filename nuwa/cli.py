@@ -110,7 +110,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from .derivation import finetune_dir
 
     _, report = finetune_dir(args.model, args.data, epochs=args.epochs, seed=args.seed, out=args.out,
-                             options=_derive_options(args))
+                             options=_derive_options(args), limit=args.limit)
     print(json.dumps(dict(out=str(args.out), val_top1=report["val_top1"], epochs=args.epochs)))
     return 0
 
@@ -237,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, help="derived (edge) model directory")
     s.add_argument("--data", required=True)
     s.add_argument("--epochs", type=_nonneg_int, default=5)
+    s.add_argument("--limit", type=_nonneg_int, default=None, help="training samples per epoch (default all)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--options", help="YAML file of derive options (fine-tuning lr, batch size, split)")
     s.add_argument("--out", required=True)

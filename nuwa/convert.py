@@ -12,6 +12,17 @@ from .errors import NuwaError
 from .model import EdgeViT
 
 
+def check_model_name(name: str) -> None:
+    """Fail before any data is read when `name` is not a timm model or not from its ViT/DeiT modules
+    (the building code checks the built model again, for ViT variants we cannot convert)."""
+    import timm
+
+    if not timm.is_model(name):
+        raise NuwaError(f"unknown timm model name {name!r}")
+    if not timm.models.is_model_in_modules(name, ["vision_transformer", "deit"]):
+        raise NuwaError(f"model {name!r} is not a timm ViT/DeiT (VisionTransformer with a class token)")
+
+
 def create_base(name: str, *, pretrained: bool = False, checkpoint: str | Path | None = None, **timm_kwargs: Any) -> nn.Module:
     """Build a timm ViT by name; weights from a local `checkpoint` file or (pretrained=True) the hub.
 
@@ -21,8 +32,7 @@ def create_base(name: str, *, pretrained: bool = False, checkpoint: str | Path |
     """
     import timm
 
-    if not timm.is_model(name):
-        raise NuwaError(f"unknown timm model name {name!r}")
+    check_model_name(name)
     if checkpoint is not None:
         ckpt = Path(checkpoint)
         if not ckpt.is_file():

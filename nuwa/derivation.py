@@ -210,9 +210,10 @@ def open_subtask(data: str | BaseData, base: EdgeViT, classes, *, opts: DeriveOp
 
 
 def finetune_dir(model_dir: str | Path, data: str, *, epochs: int = 5, seed: int = 0, out: str | Path,
-                 options: DeriveOptions | None = None) -> tuple[EdgeViT, dict]:
+                 options: DeriveOptions | None = None, limit: int | None = None) -> tuple[EdgeViT, dict]:
     """Recovery as its own step: fine-tune a derived model on its classes' fit split (the same split
-    `derive` uses) and write it to `out` with its report extended by the fine-tuning history."""
+    `derive` uses) and write it to `out` with its report extended by the fine-tuning history.
+    `limit` caps the training samples per epoch (a fresh random subset each epoch; None: all)."""
     from .train import evaluate, fit, seed_everything
 
     opts = (options or DeriveOptions()).validate()
@@ -233,9 +234,11 @@ def finetune_dir(model_dir: str | Path, data: str, *, epochs: int = 5, seed: int
     with timer("recovery"):
         history = fit(model, task.fit, epochs=epochs, lr=opts.finetune_lr, weight_decay=opts.weight_decay,
                       batch_size=opts.batch_size, seed=seed, val_ds=task.val, preprocess=task.preprocess,
-                      desc="fine-tune")
+                      desc="fine-tune", limit=limit)
     val = evaluate(model, task.val, preprocess=task.preprocess, desc="val")
     report.pop("weights_sha256", None)
+    if limit is not None:
+        report["finetune_limit"] = limit
     report.update(recovery="finetune", finetune_epochs=epochs, finetune_history=history, val_top1=val["top1"],
                   val_n=val["n"], seed=seed)
     report["seconds"] = dict(report.get("seconds", {}), **{k: round(v, 3) for k, v in timer.seconds.items()})

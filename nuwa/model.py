@@ -83,7 +83,11 @@ class EdgeBlock(nn.Module):
             mlp=Mlp(in_features=dim, hidden_features=layer.mlp_dim, act_layer=nn.GELU, bias=proj_bias),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, return_attn: bool = False):
+        if return_attn:  # explicit softmax path (see EdgeAttention): also return the probabilities
+            out, attn = self.attn(self.norm1(x), return_attn=True)
+            x = x + out
+            return x + self.mlp(self.norm2(x)), attn
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
@@ -158,6 +162,18 @@ class EdgeViT(nn.Module):
             x = blk(x)
             out.append(x[:, 0])
         return out
+
+    def forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits and every block's attention probabilities (B, heads, N, N), computed as
+        softmax(q k^T * scale) explicitly, since the fused SDPA kernel does not expose them
+        (attention rollout, Fig. 8). The logits equal `forward`'s up to float rounding."""
+        self.check_input(x)
+        x = self.embed(x)
+        maps = []
+        for blk in self.blocks:
+            x, attn = blk(x, return_attn=True)
+            maps.append(attn)
+        return self.forward_head(x), maps
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         # Norm after pooling: LayerNorm is per token, so this equals timm's norm-then-pool.

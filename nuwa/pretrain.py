@@ -5,11 +5,12 @@ all classes; with `checkpoint`/`pretrained` the timm weights are the starting po
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from . import io
-from .convert import create_base, from_timm
+from .convert import check_model_name, create_base, from_timm
 from .errors import NuwaError
 
 
@@ -32,6 +33,11 @@ def pretrain(model: str, data: str, *, out: str | Path, epochs: int = 4, img_siz
             raise NuwaError(f"--{name.replace('_', '-')} {v} must be a positive integer")
     if embed_dim and num_heads and embed_dim % num_heads:
         raise NuwaError(f"--num-heads {num_heads} must divide --embed-dim {embed_dim}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise NuwaError(f"--lr {lr} must be a finite positive number")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise NuwaError(f"--weight-decay {weight_decay} must be a finite non-negative number")
+    check_model_name(model)
     _prepare_parent(Path(out))
     seed_everything(seed)
     info = probe(data)

@@ -99,7 +99,8 @@ def built(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 def test_test_profile_builds_every_table_figure_and_the_report(built):
     repo, proc = built
     r = repo / "results" / "test"
-    for f in ("tables/table3_nuwa.csv", "tables/table3_nuwa.md", "tables/table3_nuwa.parquet", "metrics.json",
+    for f in ("tables/table3.csv", "tables/table3.md", "tables/table3.parquet", "tables/table3_long.csv",
+              "tables/derivation_cost.md", "tables/model_sizes.md", "metrics.json",
               "report.html", *(f"figures/{fig}_tiny-fmnist.png" for fig in
                                ("fig4_sliced_vs_full", "fig5_importance_similarity", "fig6_accuracy_vs_alpha"))):
         assert (r / f).is_file() and (r / f).stat().st_size > 0, f
@@ -113,18 +114,26 @@ def test_test_profile_builds_every_table_figure_and_the_report(built):
 
 def test_table3_has_a_row_per_derivation_and_the_two_base_rows(built):
     repo, _ = built
-    t = pd.read_parquet(repo / "results/test/tables/table3_nuwa.parquet")
-    derived = t[t.method == "nuwa"]
-    assert sorted(derived.alpha) == [0.3, 0.6] and set(derived.subtask) == {"H2"}
-    assert (derived.rate_achieved >= derived.alpha - 1e-9).all()  # the budget is met
+    t = pd.read_parquet(repo / "results/test/tables/table3_long.parquet")
+    derived = t[~t.method.str.startswith("base")]
+    assert sorted(zip(derived.method, derived.alpha)) == [("nuwa", 0.3), ("nuwa", 0.6), ("random", 0.3), ("random", 0.6)]
+    assert set(derived.subtask) == {"H2"}
+    assert (derived.rate_achieved >= derived.alpha - 0.02).all()  # the budget is met (baselines: within 2 points)
     assert (derived.flops < t.flops.max()).all() and derived.top1.between(0, 1).all()
-    assert derived.top1_before_finetune.notna().all()
+    assert derived.top1_before_finetune.notna().all() and (derived.derive_seconds > 0).all()
     base = t[t.method.str.startswith("base")].set_index("method")
     assert set(base.index) == {"base (full classifier)", "base (sliced classifier)"}
-    csv = pd.read_csv(repo / "results/test/tables/table3_nuwa.csv")
-    assert list(csv.columns) == list(t.columns) and len(csv) == len(t) == 4
+    csv = pd.read_csv(repo / "results/test/tables/table3_long.csv")
+    assert list(csv.columns) == list(t.columns) and len(csv) == len(t) == 6
+    # By method: the paper's layout, one row per method, a column per (kind, alpha).
+    by_method = pd.read_parquet(repo / "results/test/tables/table3.parquet").set_index("method")
+    assert list(by_method.index) == ["base (full classifier)", "base (sliced classifier)", "nuwa", "random"]
+    assert {"hard a=0.3", "hard a=0.6", "hard rate achieved"} <= set(by_method.columns)
+    assert by_method.loc["nuwa", "hard a=0.3"] == derived[(derived.method == "nuwa") & (derived.alpha == 0.3)].top1.iloc[0]
+    cost = pd.read_parquet(repo / "results/test/tables/derivation_cost.parquet").set_index("method")
+    assert list(cost.index) == ["nuwa", "random"] and cost.loc["nuwa", "seconds_vs_nuwa"] == 1.0
     summary = json.loads((repo / "results/test/metrics.json").read_text())
-    assert summary["n_models"] == 2 and set(summary["nuwa"]) >= {"top1_alpha_0.3", "top1_alpha_0.6"}
+    assert summary["n_models"] == 4 and set(summary["nuwa"]) >= {"top1_alpha_0.3", "top1_alpha_0.6"}
 
 
 def test_intermediate_artifacts_are_tidy_tables(built):
@@ -152,10 +161,10 @@ def test_every_job_logs_and_the_costly_ones_are_benchmarked(built):
     repo, _ = built
     logs = {p.relative_to(repo / "logs/test").parts[0] for p in (repo / "logs/test").rglob("*.log")}
     assert logs >= {"dataset", "subtask", "pretrain", "prepare", "base_eval", "importance", "spectra", "derive",
-                    "finetune", "metrics", "figures", "table3_nuwa.log"}
+                    "finetune", "metrics", "figures", "table3.log"}
     bench = {p.relative_to(repo / "benchmarks/test").parts[0] for p in (repo / "benchmarks/test").rglob("*.tsv")}
     assert bench >= {"subtask", "pretrain", "prepare", "importance", "spectra", "derive", "finetune", "metrics",
-                     "base_eval", "table3_nuwa.tsv", "figures"}
+                     "base_eval", "table3.tsv", "figures"}
     tsv = pd.read_csv(next((repo / "benchmarks/test/pretrain").glob("*.tsv")), sep="\t")
     assert tsv.s.iloc[0] > 0
 
@@ -168,14 +177,16 @@ def test_a_second_run_has_nothing_to_do(built):
 @pytest.mark.parametrize("change, expected", [
     # fine-tuning epochs: the fine-tuning jobs and what reads them, nothing upstream
     (("profiles.test.finetune.epochs", 2),
-     {"finetune": 2, "metrics": 2, "table3_nuwa": 1, "fig6_accuracy_vs_alpha": 1, "all": 1}),
-    # one more alpha: one more derivation, reusing the base, its caches and the sub-task's analyses
+     {"finetune": 4, "metrics": 4, "table3": 1, "fig6_accuracy_vs_alpha": 1, "fig8_attention_rollout": 1, "claims": 1,
+      "all": 1}),
+    # one more alpha: one more derivation per method, reusing the base, its caches and the sub-task's analyses
     (("profiles.test.alphas", [0.3, 0.45, 0.6]),
-     {"derive": 1, "finetune": 1, "metrics": 1, "table3_nuwa": 1, "fig6_accuracy_vs_alpha": 1, "all": 1}),
+     {"derive": 2, "finetune": 2, "metrics": 2, "table3": 1, "fig6_accuracy_vs_alpha": 1, "claims": 1, "all": 1}),
     # the head threshold: derivations and the importance/spectra analyses, not the base
     (("profiles.test.derive.rho_head", 0.8),
-     {"importance": 1, "spectra": 1, "derive": 2, "finetune": 2, "metrics": 2, "table3_nuwa": 1,
-      "fig5_importance_similarity": 1, "fig6_accuracy_vs_alpha": 1, "all": 1}),
+     {"importance": 1, "spectra": 1, "derive": 4, "finetune": 4, "metrics": 4, "table3": 1,
+      "fig5_importance_similarity": 1, "fig6_accuracy_vs_alpha": 1, "fig8_attention_rollout": 1, "claims": 1, "all": 1,
+      "ablation_run": 9, "ablation_tables": 1, "ablation_fig7": 1, "ablation_fig12": 1}),
 ])
 def test_a_parameter_change_reschedules_exactly_the_dependent_jobs(built, change, expected):
     repo, _ = built
@@ -193,7 +204,7 @@ def test_figures_and_tables_are_byte_identical_when_rebuilt(built):
     outs = sorted((repo / "results/test/figures").glob("*.png")) + sorted((repo / "results/test/tables").glob("*"))
     before = {p.name: sha256(p) for p in outs}
     run([SNAKEMAKE, "--cores", "2", "--config", "profile=test", "--forcerun", "fig4_sliced_vs_full",
-         "fig5_importance_similarity", "fig6_accuracy_vs_alpha", "table3_nuwa", "--", "tables_figures"], repo)
+         "fig5_importance_similarity", "fig6_accuracy_vs_alpha", "table3", "--", "tables_figures"], repo)
     assert {p.name: sha256(p) for p in outs} == before
 
 
@@ -203,7 +214,7 @@ def test_dvc_repro_builds_the_test_profile_then_has_nothing_to_do(tmp_path):
     set_param(repo, "profile", "test")
     run([DVC, "update", "data/fashion-mnist.dvc"], repo)  # the frozen input, from its recorded source
     first = run([DVC, "repro"], repo, timeout=900)
-    assert "Running stage 'derive'" in first.stdout and (repo / "results/test/tables/table3_nuwa.csv").is_file()
+    assert "Running stage 'derive'" in first.stdout and (repo / "results/test/tables/table3.csv").is_file()
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert lock["stages"]["derive"]["params"]["params.yaml"]["profiles.test.alphas"] == [0.3, 0.6]
     second = run([DVC, "repro"], repo)
@@ -296,8 +307,11 @@ def test_each_profile_dry_runs_the_paper_dag_with_its_executor(name, tmp_path):
     proc = run([SNAKEMAKE, "-n", "--workflow-profile", str(profile.parent), "--config", "profile=paper"], ROOT)
     out = proc.stdout + proc.stderr
     jobs = scheduled_jobs(out)
-    assert jobs["derive"] == jobs["finetune"] == jobs["metrics"] == 4 * sum(
-        len(b["subtasks"]) for b in yaml.safe_load((ROOT / "params.yaml").read_text())["profiles"]["paper"]["bases"].values())
+    paper = yaml.safe_load((ROOT / "params.yaml").read_text())["profiles"]["paper"]
+    only = paper.get("baseline_subtasks")
+    runs = sum(m == "nuwa" or only is None or s in only
+               for b in paper["bases"].values() for s in b["subtasks"] for m in paper["methods"])
+    assert jobs["derive"] == jobs["finetune"] == jobs["metrics"] == len(paper["alphas"]) * len(paper["seeds"]) * runs
     if name != "default":
         assert f"executor: {config['executor']}" in text
         assert re.search(r"rule finetune:.*?resources: [^\n]*gpu=1", out, re.S)

@@ -73,10 +73,16 @@ for _base, _b in BASES.items():
         raise WorkflowError(f"params.yaml: profiles.{PROFILE}.bases.{_base}.subtasks: {_unknown} not defined in "
                             f"{DATASETS[_b['dataset']]['subtasks']} ({', '.join(SUBTASKS[_b['dataset']])})")
 
+_listed = {s for _b in BASES.values() for s in _b["subtasks"]}
+_unknown = [s for s in P.get("baseline_subtasks", []) if s not in _listed]
+if _unknown:
+    raise WorkflowError(f"params.yaml: profiles.{PROFILE}.baseline_subtasks: {_unknown} not among the sub-tasks of "
+                        f"the profile's bases ({', '.join(sorted(_listed))})")
+
 # ---- where things go ------------------------------------------------------------------------
 MODELS = f"models/{PROFILE}"  # checkpoints: DVC-cached, never in git
 RESULTS = f"results/{PROFILE}"  # small artifacts: tables, figures, metrics (committed for default)
-TABLES = "results/tables"  # profile-independent tables (model sizes)
+TABLES = f"{RESULTS}/tables"
 LOGS = f"logs/{PROFILE}"
 BENCH = f"benchmarks/{PROFILE}"
 
@@ -166,7 +172,7 @@ DERIVE_OPTIONS = dict(DERIVE)
 IMPORTANCE_OPTIONS = pick(DERIVE, CACHE_KEYS + ("rho_depth", "rho_head", "prune_depth", "prune_heads",
                                                 "score_samples"))
 FINETUNE_OPTIONS = dict(pick(DERIVE, SPLIT_KEYS),
-                        **{dict(lr="finetune_lr").get(k, k): v for k, v in P["finetune"].items() if k != "epochs"})
+                        **{dict(lr="finetune_lr").get(k, k): v for k, v in P["finetune"].items() if k not in ("epochs", "limit")})
 
 
 # ---- threads and resources --------------------------------------------------------------------
@@ -183,9 +189,16 @@ RESOURCE_DEFAULTS = dict(
     derive=dict(mem_mb=4000, runtime=60, gpu=0),
     finetune=dict(mem_mb=4000, runtime=120, gpu=0),
     metrics=dict(mem_mb=3000, runtime=15, gpu=0),
-    table3_nuwa=dict(threads=1, mem_mb=1000, runtime=5, gpu=0),
+    table3=dict(threads=1, mem_mb=1000, runtime=5, gpu=0),
     figures=dict(threads=1, mem_mb=1000, runtime=5, gpu=0),
     model_sizes=dict(threads=1, mem_mb=4000, runtime=10, gpu=0),
+    interpret=dict(threads=1, mem_mb=3000, runtime=10, gpu=0),
+    small_base=dict(threads=1, mem_mb=3000, runtime=20, gpu=0),
+    fig2=dict(mem_mb=4000, runtime=20, gpu=0),
+    ablation_sweep=dict(threads=1, mem_mb=3000, runtime=10, gpu=0),
+    ablation_run=dict(mem_mb=4000, runtime=30, gpu=0),
+    ablation_tables=dict(threads=1, mem_mb=1000, runtime=5, gpu=0),
+    ablation_figures=dict(threads=1, mem_mb=1000, runtime=5, gpu=0),
 )
 
 
@@ -199,11 +212,14 @@ def res(rule_name, key):
 ALPHAS = [f"{a:g}" for a in P["alphas"]]
 
 
-def runs(base=None):
-    """Every (base, subtask, method, alpha, seed) of the profile, as RUN paths."""
+def runs(base=None, methods=None):
+    """Every (base, subtask, method, alpha, seed) of the profile, as RUN paths; methods other
+    than nuwa only on `baseline_subtasks` (when given) -- baselines cost as much as NuWa runs."""
+    only = P.get("baseline_subtasks")
     return [RUN.format(base=b, subtask=s, method=m, alpha=a, seed=seed)
             for b in ([base] if base else BASES) for s in BASES[b]["subtasks"]
-            for m in P["methods"] for a in ALPHAS for seed in P["seeds"]]
+            for m in (methods or P["methods"]) if m == "nuwa" or only is None or s in only
+            for a in ALPHAS for seed in P["seeds"]]
 
 
 def subtask_pairs(base=None):
@@ -229,14 +245,24 @@ FIGURES = ("fig4_sliced_vs_full", "fig5_importance_similarity", "fig6_accuracy_v
 
 
 def report_targets():
-    tables = [f"{RESULTS}/tables/table3_nuwa.{ext}" for ext in ("csv", "md", "parquet")]
+    tables = [f"{RESULTS}/tables/{t}.{ext}" for t in ("table3", "table3_long", "derivation_cost")
+              for ext in ("csv", "md", "parquet")]
     figures = [f"{RESULTS}/figures/{fig}_{b}.png" for b in BASES for fig in FIGURES]
-    return tables + figures + [f"{RESULTS}/metrics.json"]
+    # The architecture-size table needs no data; it lives with each profile's results, so a fresh
+    # clone's committed copy is rebuilt with the rest rather than judged by checkout mtimes.
+    sizes = [f"{TABLES}/model_sizes.{ext}" for ext in ("csv", "md", "parquet")]
+    return tables + figures + sizes + [f"{RESULTS}/metrics.json", f"{RESULTS}/claims.md", f"{RESULTS}/claims.csv"]
+
+
+def claims_inputs(wildcards=None):
+    """What the claims ledger checks: Table 3, the ablation numbers, the interpretation tables."""
+    return dict(table3=f"{TABLES}/table3_long.parquet", ablations=f"{RESULTS}/ablations.json",
+                neurons=f"{TABLES}/table2_neuron_class_spread.parquet",
+                fig2=f"{TABLES}/fig2_task_specific_finetuning.parquet", fig8=f"{TABLES}/fig8_attention_rollout.parquet")
 
 
 def all_targets():
-    sizes = [f"{TABLES}/model_sizes.csv", f"{TABLES}/model_sizes.md", f"{TABLES}/model_sizes.parquet"]
-    return base_targets() + analysis_targets() + derived_targets() + report_targets() + sizes
+    return base_targets() + analysis_targets() + derived_targets() + report_targets() + interpret_targets() + ablation_targets()
 
 
 def eval_args():
@@ -262,7 +288,7 @@ def finish(workflow):
     else:
         where = f"after the tables and figures are built: {command}"
     lines = [f"nuwa-pipeline, profile {PROFILE!r}: done.",
-             f"  tables:  {RESULTS}/tables/  (csv, parquet, md; model sizes in {TABLES}/)",
+             f"  tables:  {RESULTS}/tables/  (csv, parquet, md)",
              f"  figures: {RESULTS}/figures/",
              f"  metrics: {RESULTS}/metrics.json; per derivation {RESULTS}/metrics/",
              f"  report:  {where}",

@@ -44,6 +44,7 @@ rule finetune:
     params:
         args=lambda w: ["finetune", "--model", f"{DERIVED}/pruned".format(**w), "--data", data_spec(w),
                         "--epochs", str(P["finetune"]["epochs"]), "--seed", w.seed,
+                        *(["--limit", str(P["finetune"]["limit"])] if "limit" in P["finetune"] else []),
                         "--out", f"{DERIVED}/finetuned".format(**w)],
         options=FINETUNE_OPTIONS,
     log:

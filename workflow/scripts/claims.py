@@ -1,0 +1,25 @@
+"""The claims ledger (results/PROFILE/claims.md and .csv) from the profile's tables (nuwa.claims)."""
+import sys
+
+import pandas as pd
+
+sm = snakemake  # noqa: F821
+sys.path.insert(0, sm.scriptdir)
+from _common import read_json, start  # noqa: E402
+
+log = start(sm, "claims")
+from nuwa.atomic import atomic_file  # noqa: E402
+from nuwa.claims import ablation_claims, fig2_claim, fig8_claim, ledger, neuron_claim, to_frame, to_markdown  # noqa: E402
+from nuwa.tables import write_table  # noqa: E402
+
+i = sm.input
+claims = ledger(pd.read_parquet(i.table3), extra=[
+    lambda: ablation_claims(read_json(i.ablations)),
+    lambda: [neuron_claim(pd.read_parquet(i.neurons)), fig2_claim(pd.read_parquet(i.fig2)),
+             fig8_claim(pd.read_parquet(i.fig8))],
+])
+with atomic_file(sm.output.md) as f:
+    f.write(to_markdown(claims, title=f"Claims ledger ({sm.params.profile} profile)"))
+write_table(to_frame(claims), sm.output.csv)
+for c in claims:
+    log.info("%s: %s (%s)", c.id, c.holds, c.measured)

@@ -42,14 +42,14 @@ def _missing(cid: str, source: str, statement: str, what: str) -> Claim:
 
 
 # ---- Table 3 and Fig. 4 ----------------------------------------------------------------------
-def _methods_at(long: pd.DataFrame, kind: str | None, alpha: float | None) -> pd.Series:
+def _rows_at(long: pd.DataFrame, kind: str | None, alpha: float | None) -> pd.DataFrame:
     rows = shared_subtasks(long)
     rows = rows[~rows.method.isin((BASE_FULL, BASE_SLICED))]
     if kind is not None:
         rows = rows[rows.kind == kind]
     if alpha is not None:
         rows = rows[(rows.alpha - alpha).abs() < 1e-9]
-    return rows.groupby("method").top1.mean()
+    return rows
 
 
 def nuwa_beats_baselines(long: pd.DataFrame, kind: str | None, alpha: float | None) -> Claim:
@@ -57,14 +57,19 @@ def nuwa_beats_baselines(long: pd.DataFrame, kind: str | None, alpha: float | No
                                                                   ", mean over every alpha")
     cid = f"table3-nuwa-best-{kind or 'all'}-{alpha:g}" if alpha else f"table3-nuwa-best-{kind or 'all'}"
     statement = f"NuWa beats every baseline (random, NViT, X-Pruner) on {where}"
-    acc = _methods_at(long, kind, alpha)
+    rows = _rows_at(long, kind, alpha)
+    acc = rows.groupby("method").top1.mean()
     if "nuwa" not in acc or len(acc) < 2:
         return _missing(cid, "Table 3", statement, "no baseline ran on the same sub-tasks")
+    # Methods may overshoot alpha (NuWa's depth stage can cut more than asked): the mean rate
+    # each reached goes next to its accuracy, so an unequal comparison is visible.
+    rate = rows.groupby("method").rate_achieved.mean()
     others = acc.drop("nuwa")
     best = others.idxmax()
     return Claim(cid, "Table 3", statement, _beats(acc["nuwa"], others.max()),
                  f"nuwa {_pct(acc['nuwa'])} vs best baseline {best} {_pct(others.max())} "
-                 f"({', '.join(f'{m} {_pct(v)}' for m, v in others.items())})")
+                 f"({', '.join(f'{m} {_pct(v)}' for m, v in others.items())}); mean rate achieved "
+                 f"{', '.join(f'{m} {rate[m]:.2f}' for m in acc.index)}")
 
 
 def edge_beats_base(long: pd.DataFrame, base: str, max_alpha: float = 0.6) -> Claim:
@@ -217,7 +222,8 @@ def fig2_claim(table: pd.DataFrame | None) -> Claim:
 
 def fig8_claim(table: pd.DataFrame | None) -> Claim:
     """On the composite image (the first sub-task's object left, the second's right), the edge ViT
-    of each sub-task puts a larger share of its rollout on its own object's half."""
+    of each sub-task puts the larger part of its rollout on its own object's half: more than half
+    (by the margin) on the left for the first, less than half on the left for the second."""
     statement = ("edge ViTs specialised to different classes attend to their own classes' object in the same "
                  "image (attention rollout)")
     cid, source = "fig8-attention-follows-task", "Fig. 8"
@@ -230,7 +236,8 @@ def fig8_claim(table: pd.DataFrame | None) -> Claim:
     if left_task not in share or right_task not in share:
         return Claim(cid, source, statement, None,
                      "not measured: the composite's two sub-tasks do not both have an edge ViT here")
-    return Claim(cid, source, statement, _beats(share[left_task], share[right_task]),
+    holds = _beats(share[left_task], 0.5) and _beats(1 - share[right_task], 0.5)
+    return Claim(cid, source, statement, holds,
                  f"share of rollout on the left ({left_task}) half: {left_task} model {_pct(share[left_task])}, "
                  f"{right_task} model {_pct(share[right_task])}")
 

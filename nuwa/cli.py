@@ -132,12 +132,27 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from . import io
-    from .bench import measure_latency
+    from .bench import RUNTIMES, bench_suite
+    from .cost import count_flops, count_params
 
+    runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()]
+    bad = [r for r in runtimes if r not in RUNTIMES]
+    if bad or not runtimes:
+        raise NuwaError(f"unknown runtime {','.join(bad) or args.runtime!r}; expected any of {', '.join(RUNTIMES)}")
+    batches = []
+    for b in args.batch_size.split(","):
+        try:
+            batches.append(int(b))
+        except ValueError:
+            raise NuwaError(f"batch size {b!r} is not an integer") from None
+        if batches[-1] < 1:
+            raise NuwaError(f"batch size {b} must be >= 1")
     model = io.load(args.model)
-    result = measure_latency(model, batch_size=args.batch_size, runtime=args.runtime, threads=args.threads,
-                             warmup=args.warmup, repeats=args.repeats)
-    print(json.dumps(result))
+    rows = bench_suite(model, batch_sizes=batches, runtimes=runtimes, threads=args.threads, warmup=args.warmup,
+                       repeats=args.repeats, device=args.device, on_error="record")
+    model_info = dict(model=str(args.model), params=count_params(model.config), flops=count_flops(model.config))
+    # One combination: a flat object (the design's contract); several: one row each under "results".
+    print(json.dumps(dict(model_info, **rows[0]) if len(rows) == 1 else dict(model_info, results=rows)))
     return 0
 
 
@@ -258,8 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="latency and throughput of a model directory")
     s.add_argument("--model", required=True)
-    s.add_argument("--batch-size", type=_positive_int, default=1)
-    s.add_argument("--runtime", default="torch", help="torch or onnx")
+    s.add_argument("--batch-size", default="1", help="batch size, or several comma-separated (1,64)")
+    s.add_argument("--runtime", default="torch", help="torch, onnx or compile; several comma-separated")
+    s.add_argument("--device", default="cpu", help="cpu or cuda (CUDA events time the GPU)")
     s.add_argument("--threads", type=_positive_int)
     s.add_argument("--warmup", type=_nonneg_int, default=5)
     s.add_argument("--repeats", type=_positive_int, default=30)

@@ -20,7 +20,7 @@ def check_model_name(name: str) -> None:
     if not timm.is_model(name):
         raise NuwaError(f"unknown timm model name {name!r}")
     if not timm.models.is_model_in_modules(name, ["vision_transformer", "deit"]):
-        raise NuwaError(f"model {name!r} is not a timm ViT/DeiT (VisionTransformer with a class token)")
+        raise NuwaError(f"model {name!r} is not a plain timm VisionTransformer (ViT/DeiT with a class token)")
 
 
 def create_base(name: str, *, pretrained: bool = False, checkpoint: str | Path | None = None, **timm_kwargs: Any) -> nn.Module:

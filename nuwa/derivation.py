@@ -57,6 +57,7 @@ class DeriveOptions:
     latency_batch: int = 1
     latency_runtime: str = "torch"
     latency_threads: int | None = None
+    latency_margin: float = 0.05  # a candidate must beat the latency budget by this share
     xpruner: dict[str, Any] | None = None  # MaskOptions for the X-Pruner baseline (steps, lr, penalty, init)
     cache: bool = True  # cache per-base artefacts (layer heads, embedding scores) in the base directory
 
@@ -88,6 +89,8 @@ class DeriveOptions:
         need(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "must be in (0, 1)")
         need(self.finetune_lr > 0, "finetune_lr", self.finetune_lr, "must be > 0")
         need(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+        need(isinstance(self.latency_margin, (int, float)) and 0 <= self.latency_margin < 1, "latency_margin",
+             self.latency_margin, "must be in [0, 1)")
         need(self.latency_runtime in ("torch", "onnx"), "latency_runtime", self.latency_runtime, "must be torch or onnx")
         return self
 
@@ -323,9 +326,15 @@ class Budget:
         from .bench import measure_latency
 
         o = self.opts
-        lat = measure_latency(build(), batch_size=o.latency_batch, runtime=o.latency_runtime,
-                              threads=o.latency_threads, repeats=10)
-        return lat["latency_ms_median"] <= self.latency_ms
+        # A quick screen, then a confirmation as long as `nuwa bench`'s that must clear the budget
+        # by `latency_margin`: a 10-run median at a few milliseconds is noisy enough that a
+        # candidate passing by luck is slower when timed again in a fresh process.
+        kw = dict(batch_size=o.latency_batch, runtime=o.latency_runtime, threads=o.latency_threads)
+        model = build()
+        if measure_latency(model, repeats=10, warmup=2, **kw)["latency_ms_median"] > self.latency_ms:
+            return False
+        confirm = measure_latency(model, repeats=30, warmup=5, min_seconds=0.25, **kw)
+        return confirm["latency_ms_median"] <= (1 - o.latency_margin) * self.latency_ms
 
 
 # ---- the NuWa method ------------------------------------------------------------------------

@@ -201,7 +201,7 @@ from test_workflow import SNAKEMAKE, copy_repo, run, scheduled_jobs  # noqa: E40
 
 
 def _scheduled(*args: str) -> dict[str, int]:
-    proc = run([SNAKEMAKE, "-n", "--cores", "1", *args], ROOT)
+    proc = run([SNAKEMAKE, "-n", "--forceall", "--cores", "1", *args], ROOT)
     return scheduled_jobs(proc.stdout + proc.stderr)
 
 

@@ -231,7 +231,7 @@ def test_interpretation_figures_are_byte_identical_on_rebuild(interpreted):
 
 @pytest.mark.parametrize("profile", ["default", "paper"])
 def test_interpretation_is_declared_for_the_other_profiles(interpreted, profile):
-    proc = wf.run([wf.SNAKEMAKE, "-n", "--config", f"profile={profile}", "--", "interpretation"], interpreted)
+    proc = wf.run([wf.SNAKEMAKE, "-n", "--forceall", "--config", f"profile={profile}", "--", "interpretation"], interpreted)
     jobs = wf.scheduled_jobs(proc.stdout + proc.stderr)
     for rule in ("fig8_attention_rollout", "fig11_tsne_layers", "table2_neuron_top_samples", "small_base",
                  "fig2_task_specific_finetuning"):

@@ -140,6 +140,8 @@ def test_interpretation_claims_read_their_tables():
     assert fig8_claim(rollout).holds is True
     assert fig8_claim(rollout.assign(rollout_mass_left=[0.4, 0.7], rollout_mass_right=[0.6, 0.3])).holds is False
     assert fig8_claim(rollout.assign(model=["base", "H2"])).holds is None  # no H1 edge ViT: not measured
+    # Both models looking mostly left: the H2 model does not attend to its own (right) object.
+    assert fig8_claim(rollout.assign(rollout_mass_left=[0.7, 0.6], rollout_mass_right=[0.3, 0.4])).holds is False
 
 
 def test_a_lead_within_the_noise_margin_is_not_a_win():

@@ -157,14 +157,40 @@ def test_intermediate_artifacts_are_tidy_tables(built):
     assert (spectra.groupby(["layer", "head", "kind"]).sigma.apply(lambda s: s.is_monotonic_decreasing)).all()
 
 
+def test_table4_times_the_base_and_every_edge_vit_per_runtime_and_batch(built):
+    repo, _ = built
+    rows = pd.read_parquet(repo / "results/test/bench/tiny-fmnist.parquet")
+    assert sorted(rows.alpha.fillna(0).unique()) == [0, 0.3, 0.6]  # the base, then H2's NuWa edge ViTs
+    assert set(zip(rows.runtime, rows.batch_size)) == {("torch", 1), ("torch", 8), ("onnx", 1), ("onnx", 8)}
+    assert (rows.latency_ms_p90 >= rows.latency_ms_median).all() and (rows.latency_ms_median > 0).all()
+    assert (rows.weight_bytes == 4 * rows.params).all()  # float32 weights, every one counted
+    t = pd.read_parquet(repo / "results/test/tables/table4.parquet")
+    assert len(t) == 2 * 2 * 2  # runtime x batch x alpha
+    assert ((t.speedup - t.base_latency_ms / t.latency_ms).abs() < 1e-9).all()  # one model per alpha here
+    assert ((t.of_bound - t.speedup / t.flops_ratio).abs() < 1e-9).all() and (t.flops_ratio > 1).all()
+    assert t.top1_gain_vs_base.notna().all()
+    assert (repo / "results/test/figures/fig_speedup_vs_flops_tiny-fmnist.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rounding_and_latency_budget_checks_are_built(built):
+    repo, _ = built
+    r = pd.read_parquet(repo / "results/test/tables/rounding_tiny-fmnist.parquet")
+    assert sorted(set(r.round_to)) == [1, 16] and len(r) == 2 * 2 * 2  # multiples x runtimes x batch sizes
+    assert (r[r.round_to == 1].speedup_vs_exact == 1).all() and r.top1.between(0, 1).all()
+    lat = pd.read_parquet(repo / "results/test/tables/latency_budget_tiny-fmnist.parquet")
+    assert list(lat.fraction) == [0.8] and lat.budget_ms.iloc[0] == pytest.approx(0.8 * lat.base_latency_ms.iloc[0])
+    row = lat.iloc[0]  # derived, or the budget was unreachable: either way said, never a crash
+    assert (row.latency_ms_fresh > 0 and row.meets_budget == (row.latency_ms_fresh <= row.budget_ms)) or row.error
+
+
 def test_every_job_logs_and_the_costly_ones_are_benchmarked(built):
     repo, _ = built
     logs = {p.relative_to(repo / "logs/test").parts[0] for p in (repo / "logs/test").rglob("*.log")}
     assert logs >= {"dataset", "subtask", "pretrain", "prepare", "base_eval", "importance", "spectra", "derive",
-                    "finetune", "metrics", "figures", "table3.log"}
+                    "finetune", "metrics", "figures", "table3.log", "bench", "table4.log"}
     bench = {p.relative_to(repo / "benchmarks/test").parts[0] for p in (repo / "benchmarks/test").rglob("*.tsv")}
     assert bench >= {"subtask", "pretrain", "prepare", "importance", "spectra", "derive", "finetune", "metrics",
-                     "base_eval", "table3.tsv", "figures"}
+                     "base_eval", "table3.tsv", "figures", "bench"}
     tsv = pd.read_csv(next((repo / "benchmarks/test/pretrain").glob("*.tsv")), sep="\t")
     assert tsv.s.iloc[0] > 0
 
@@ -178,15 +204,19 @@ def test_a_second_run_has_nothing_to_do(built):
     # fine-tuning epochs: the fine-tuning jobs and what reads them, nothing upstream
     (("profiles.test.finetune.epochs", 2),
      {"finetune": 4, "metrics": 4, "table3": 1, "fig6_accuracy_vs_alpha": 1, "fig8_attention_rollout": 1, "claims": 1,
-      "all": 1}),
+      "hw_bench": 1, "table4": 1, "all": 1}),
     # one more alpha: one more derivation per method, reusing the base, its caches and the sub-task's analyses
     (("profiles.test.alphas", [0.3, 0.45, 0.6]),
-     {"derive": 2, "finetune": 2, "metrics": 2, "table3": 1, "fig6_accuracy_vs_alpha": 1, "claims": 1, "all": 1}),
+     {"derive": 2, "finetune": 2, "metrics": 2, "table3": 1, "fig6_accuracy_vs_alpha": 1, "claims": 1,
+      "hw_bench": 1, "table4": 1, "all": 1}),
     # the head threshold: derivations and the importance/spectra analyses, not the base
     (("profiles.test.derive.rho_head", 0.8),
      {"importance": 1, "spectra": 1, "derive": 4, "finetune": 4, "metrics": 4, "table3": 1,
       "fig5_importance_similarity": 1, "fig6_accuracy_vs_alpha": 1, "fig8_attention_rollout": 1, "claims": 1, "all": 1,
-      "ablation_run": 9, "ablation_tables": 1, "ablation_fig7": 1, "ablation_fig12": 1}),
+      "ablation_run": 9, "ablation_tables": 1, "ablation_fig7": 1, "ablation_fig12": 1, "hw_bench": 1, "table4": 1,
+      "rounding": 1, "latency_budget": 1}),
+    # benchmark repeats: the timings and what reads them, nothing else (the latency check has its own)
+    (("profiles.test.bench.repeats", 4), {"hw_bench": 1, "rounding": 1, "table4": 1, "all": 1}),
 ])
 def test_a_parameter_change_reschedules_exactly_the_dependent_jobs(built, change, expected):
     repo, _ = built
@@ -251,6 +281,9 @@ def config_copy(tmp_path) -> Path:
     ("profiles.test.derive.unknown_option", 3, r"profiles\.test\.derive: Additional properties are not allowed \('unknown_option'"),
     ("profiles.default.methods", ["nuwa", "magic"], r"profiles\.default\.methods\[1\]: 'magic' is not one of"),
     ("profiles.default.bases.vit96-fmnist.subtasks", ["H1", "H9"], r"bases\.vit96-fmnist\.subtasks: \['H9'\] not defined in config/subtasks/fashion-mnist\.yaml"),
+    ("profiles.default.bench.subtasks", ["H1", "S7"], r"profiles\.default\.bench\.subtasks: \['S7'\] not among the sub-tasks"),
+    ("profiles.default.bench.runtimes", ["tensorrt"], r"profiles\.default\.bench\.runtimes\[0\]: 'tensorrt' is not one of"),
+    ("profiles.default.bench.batch_sizes", [0], r"profiles\.default\.bench\.batch_sizes\[0\]: 0 is less than the minimum of 1"),
 ])
 def test_a_bad_params_value_fails_at_start_up_naming_the_key(config_copy, key, value, message):
     set_param(config_copy, key, value)

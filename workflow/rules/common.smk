@@ -74,10 +74,16 @@ for _base, _b in BASES.items():
                             f"{DATASETS[_b['dataset']]['subtasks']} ({', '.join(SUBTASKS[_b['dataset']])})")
 
 _listed = {s for _b in BASES.values() for s in _b["subtasks"]}
-_unknown = [s for s in P.get("baseline_subtasks", []) if s not in _listed]
-if _unknown:
-    raise WorkflowError(f"params.yaml: profiles.{PROFILE}.baseline_subtasks: {_unknown} not among the sub-tasks of "
-                        f"the profile's bases ({', '.join(sorted(_listed))})")
+for _key, _names, _known, _what in (
+        ("baseline_subtasks", P.get("baseline_subtasks", []), _listed, "the sub-tasks of the profile's bases"),
+        ("bench.subtasks", P["bench"].get("subtasks", []), _listed, "the sub-tasks of the profile's bases"),
+        ("bench.bases", P["bench"].get("bases", []), set(BASES), "the profile's bases"),
+        *((f"bench.{_c}.subtask", [P["bench"][_c]["subtask"]], _listed, "the sub-tasks of the profile's bases")
+          for _c in ("rounding", "latency") if "subtask" in P["bench"].get(_c, {}))):
+    _unknown = [s for s in _names if s not in _known]
+    if _unknown:
+        raise WorkflowError(f"params.yaml: profiles.{PROFILE}.{_key}: {_unknown} not among {_what} "
+                            f"({', '.join(sorted(_known))})")
 
 # ---- where things go ------------------------------------------------------------------------
 MODELS = f"models/{PROFILE}"  # checkpoints: DVC-cached, never in git
@@ -199,6 +205,8 @@ RESOURCE_DEFAULTS = dict(
     ablation_run=dict(mem_mb=4000, runtime=30, gpu=0),
     ablation_tables=dict(threads=1, mem_mb=1000, runtime=5, gpu=0),
     ablation_figures=dict(threads=1, mem_mb=1000, runtime=5, gpu=0),
+    hw_bench=dict(mem_mb=4000, runtime=30, gpu=0),
+    table4=dict(threads=1, mem_mb=1000, runtime=5, gpu=0),
 )
 
 
@@ -262,7 +270,8 @@ def claims_inputs(wildcards=None):
 
 
 def all_targets():
-    return base_targets() + analysis_targets() + derived_targets() + report_targets() + interpret_targets() + ablation_targets()
+    return (base_targets() + analysis_targets() + derived_targets() + report_targets() + interpret_targets()
+            + ablation_targets() + hardware_targets())
 
 
 def eval_args():

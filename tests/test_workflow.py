@@ -260,6 +260,18 @@ def test_dvc_repro_builds_the_test_profile_then_has_nothing_to_do(tmp_path):
         os.utime(p)
     assert dry_run(repo) == {}
     assert "Running stage" not in run([DVC, "repro"], repo).stdout
+    # Remote storage (a local folder standing in for S3/SSH): push, lose the cache and the
+    # checkpoints, pull them back; neither DVC nor Snakemake has anything to rerun.
+    remote = tmp_path / "remote"
+    run([DVC, "remote", "add", "-d", "store", str(remote)], repo)
+    run([DVC, "push"], repo)
+    assert any(p.is_file() for p in remote.rglob("*"))
+    shutil.rmtree(repo / ".dvc" / "cache")
+    shutil.rmtree(repo / "models")
+    run([DVC, "pull"], repo)
+    assert (repo / "models/test/bases/tiny-fmnist/model.safetensors").is_file()
+    assert dry_run(repo) == {}
+    assert "Running stage" not in run([DVC, "repro"], repo).stdout
 
 
 # ---- start-up validation -----------------------------------------------------------------------------

@@ -82,20 +82,25 @@ class _PeakRSS:
         return None if self.start is None else (self.peak - self.start) / 2**20
 
 
-def _onnx_runner(model: EdgeViT, x: torch.Tensor, threads: int | None, onnx_path: Path | None = None):
+def _onnx_session(path: Path, threads: int | None, profile_prefix: str | None = None):
     import onnxruntime as ort
 
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if profile_prefix:
+        opts.enable_profiling, opts.profile_file_prefix = True, profile_prefix
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _onnx_runner(model: EdgeViT, x: torch.Tensor, threads: int | None, onnx_path: Path | None = None):
     from .io import export_onnx
 
     with tempfile.TemporaryDirectory() as d:
         # The export has a dynamic batch axis, so one file serves every batch size of a suite.
-        path = onnx_path or export_onnx(model, Path(d) / "model.onnx")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = _onnx_session(onnx_path or export_onnx(model, Path(d) / "model.onnx"), threads)
     feed = {"images": x.numpy()}
     return lambda: sess.run(None, feed)
 
@@ -198,20 +203,13 @@ def onnx_op_profile(model: EdgeViT, *, batch_size: int = 16, threads: int | None
     Shows what a FLOPs count leaves out when a speedup falls short of the FLOPs ratio."""
     import json as _json
 
-    import onnxruntime as ort
-
     from .io import export_onnx
 
     threads = threads or torch.get_num_threads()
     cfg = model.config
     x = torch.randn(batch_size, cfg.in_chans, *cfg.img_size, generator=torch.Generator().manual_seed(0)).numpy()
     with tempfile.TemporaryDirectory() as d:
-        path = export_onnx(model.eval(), Path(d) / "model.onnx")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.enable_profiling, opts.profile_file_prefix = True, str(Path(d) / "prof")
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = _onnx_session(export_onnx(model.eval(), Path(d) / "model.onnx"), threads, str(Path(d) / "prof"))
         sess.run(None, {"images": x})
         for _ in range(repeats):
             sess.run(None, {"images": x})

@@ -71,7 +71,7 @@ def test_the_cli_prints_one_flat_object_for_one_case_and_a_list_for_several(tiny
     assert [(r["runtime"], r["batch_size"]) for r in several["results"]] == [
         ("torch", 1), ("torch", 3), ("onnx", 1), ("onnx", 3)]
     for args, needle in ((["--runtime", "torch,tvm"], "tvm"), (["--batch-size", "1,x"], "'x'"),
-                         (["--batch-size", "0"], "batch size 0")):
+                         (["--batch-size", "0"], "batch size 0"), (["--device", "tpu"], "tpu")):
         r = bench(*args)
         assert r.returncode == 2 and needle in r.stderr.strip().splitlines()[-1], r.stderr
 
@@ -125,3 +125,11 @@ def test_the_rounding_table_compares_every_multiple_with_the_exact_sizes():
                               latency_ms_median=lat) for m, lat in ((1, 2.0), (8, 1.6), (32, 2.5))])
     t = rounding_table(rows).set_index("round_to")
     assert list(t.speedup_vs_exact) == [1.0, 1.25, 0.8]
+
+
+def test_the_onnx_op_profile_splits_the_time_by_operator(tiny):
+    from nuwa.bench import onnx_op_profile
+
+    ops = onnx_op_profile(nuwa.load(tiny), batch_size=4, threads=1, repeats=2)
+    assert {"MatMul", "Softmax"} <= set(ops) and all(ms >= 0 for ms in ops.values())
+    assert list(ops.values()) == sorted(ops.values(), reverse=True)  # the costliest first

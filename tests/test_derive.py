@@ -186,6 +186,16 @@ def test_bad_derive_options(base_dir, npz, tmp_path, flags, needle):
     assert not out.exists()
 
 
+def test_a_bad_option_in_the_options_file_is_named(base_dir, npz, tmp_path):
+    opts = tmp_path / "options.yaml"
+    opts.write_text("latency_margin: 1.5\n")
+    out = tmp_path / "edge"
+    r = _cli("derive", "--model", base_dir, "--data", npz, "--classes", "north,east", "--latency-ms", "5",
+             "--options", opts, "--out", out)
+    assert r.returncode == 2 and "latency_margin=1.5" in r.stderr.strip().splitlines()[-1], r.stderr
+    assert not out.exists()
+
+
 def test_prepare_builds_the_per_base_caches(base_dir, npz):
     r = _cli("prepare", "--model", base_dir, "--data", npz)
     assert r.returncode == 0, r.stderr

@@ -296,6 +296,9 @@ def config_copy(tmp_path) -> Path:
     ("profiles.default.bench.subtasks", ["H1", "S7"], r"profiles\.default\.bench\.subtasks: \['S7'\] not among the sub-tasks"),
     ("profiles.default.bench.runtimes", ["tensorrt"], r"profiles\.default\.bench\.runtimes\[0\]: 'tensorrt' is not one of"),
     ("profiles.default.bench.batch_sizes", [0], r"profiles\.default\.bench\.batch_sizes\[0\]: 0 is less than the minimum of 1"),
+    ("profiles.default.bench.latency.fractions", [1.2], r"profiles\.default\.bench\.latency\.fractions\[0\]: 1\.2 is greater than or equal to the maximum of 1"),
+    ("profiles.default.bench.rounding.subtask", "H7", r"profiles\.default\.bench\.rounding\.subtask: \['H7'\] not among the sub-tasks"),
+    ("speed_check.runtimes", ["tvm"], r"speed_check\.runtimes\[0\]: 'tvm' is not one of"),
 ])
 def test_a_bad_params_value_fails_at_start_up_naming_the_key(config_copy, key, value, message):
     set_param(config_copy, key, value)

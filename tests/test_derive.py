@@ -118,10 +118,12 @@ def test_per_base_artefacts_are_cached_next_to_the_base(base_dir, npz):
 
 
 def test_latency_budget(base_dir, npz):
-    # Batch 64: at batch 1 a model this small is all Python overhead and barely speeds up.
-    base_ms = nuwa.bench.measure_latency(nuwa.load(base_dir), batch_size=64, repeats=20)["latency_ms_median"]
-    model, report = derive(base_dir, npz, classes=[0, 1, 2], latency_ms=base_ms * 0.7, recovery="none",
-                           options=DeriveOptions(prune_depth=False, latency_batch=64, **FAST))
+    # Batch 256: at smaller batches a model this small is mostly framework overhead, and its
+    # smallest adaptive candidate runs at ~75% of the base (measured at batch 64), so a 0.7 budget
+    # passed or failed by timing noise; at 256 the smallest runs at ~30%.
+    base_ms = nuwa.bench.measure_latency(nuwa.load(base_dir), batch_size=256, repeats=20)["latency_ms_median"]
+    model, report = derive(base_dir, npz, classes=[0, 1, 2], latency_ms=base_ms * 0.6, recovery="none",
+                           options=DeriveOptions(prune_depth=False, latency_batch=256, **FAST))
     assert report["metric"] == "latency" and report["latency"]["latency_ms_median"] > 0
     assert nuwa.count_flops(model) < nuwa.count_flops(nuwa.load(base_dir))
 

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -335,6 +336,55 @@ def test_lint_is_clean():
         assert "Lints for" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
+def test_a_run_killed_mid_rule_resumes_with_a_plain_rerun(tmp_path):
+    """SIGKILL to Snakemake and its running job leaves a stale lock and a half-run job; the next
+    plain `snakemake` drops the lock (no process works there), reruns the killed job and finishes."""
+    import signal
+
+    import nuwa
+
+    repo = copy_repo(tmp_path / "repo")
+    cmd = [SNAKEMAKE, "bases", "--profile", "workflow/profiles/default", "--config", "profile=test"]
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=repo, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        pretrain_log = repo / "logs/test/pretrain/tiny-fmnist.log"
+        deadline = time.time() + 300
+        while not (pretrain_log.exists() and "train 1/1" in pretrain_log.read_text(errors="replace")):
+            assert proc.poll() is None and time.time() < deadline, (tmp_path / "first.log").read_text()[-3000:]
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)  # mid-epoch: the whole process group, job included
+        proc.wait()
+    base = repo / "models/test/bases/tiny-fmnist"
+    assert not (base / "model.safetensors").exists(), "a killed pretrain left weights behind"
+    assert list((repo / ".snakemake/locks").glob("*.lock")), "the kill should leave Snakemake's lock"
+
+    again = run(cmd, repo)
+    assert "removed 2 stale Snakemake lock(s)" in again.stderr
+    assert nuwa.load(base).config.depth == 3
+    assert scheduled_jobs(run([SNAKEMAKE, "bases", "-n", "--config", "profile=test"], repo).stdout) == {}
+
+
+def test_a_lock_is_kept_while_a_snakemake_process_works_in_the_directory(tmp_path):
+    sys.path.insert(0, str(ROOT / "workflow/scripts"))
+    from _stale_locks import clear_stale_locks
+
+    lock = tmp_path / ".snakemake/locks/0.input.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("models/x\n")
+    fake = tmp_path / "bin/snakemake"  # a process whose argv[0] is .../snakemake, working in tmp_path
+    fake.parent.mkdir()
+    fake.symlink_to(sys.executable)
+    live = subprocess.Popen([str(fake), "-c", "import time; time.sleep(60)"], cwd=tmp_path)
+    try:
+        time.sleep(0.5)
+        assert clear_stale_locks(tmp_path) == [] and lock.exists()
+    finally:
+        live.kill()
+        live.wait()
+    assert clear_stale_locks(tmp_path) == [lock] and not lock.exists()
+
+
 # ---- scale-out profiles ---------------------------------------------------------------------------
 @pytest.mark.parametrize("name", PROFILES)
 def test_each_profile_dry_runs_the_paper_dag_with_its_executor(name, tmp_path):
@@ -362,7 +412,56 @@ def test_each_profile_dry_runs_the_paper_dag_with_its_executor(name, tmp_path):
     assert jobs["derive"] == jobs["finetune"] == jobs["metrics"] == len(paper["alphas"]) * len(paper["seeds"]) * runs
     if name != "default":
         assert f"executor: {config['executor']}" in text
-        assert re.search(r"rule finetune:.*?resources: [^\n]*gpu=1", out, re.S)
+        check_job_resources(name, config, out, paper["resources"])
+
+
+def job_resources(output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, {resource: value}) of every job a dry run lists."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        found = re.search(r"^\s+resources: (.*)$", block, re.M)
+        if head and found:
+            pairs = (item.split("=", 1) for item in found.group(1).split(", ") if "=" in item)
+            jobs.append((head.group(1), {k: v for k, v in pairs}))
+    return jobs
+
+
+def check_job_resources(name: str, config: dict, output: str, declared: dict[str, dict]) -> None:
+    """Every job of a rule params.yaml sizes carries exactly those resources, routed to the
+    cluster's GPU partition (SLURM) or GPU machine type (Kubernetes) when it asks for a GPU."""
+    jobs = job_resources(output)
+    assert len(jobs) >= 1000, f"{name}: only {len(jobs)} jobs parsed from the dry run"
+    seen = set()
+    for rule, got in jobs:
+        if rule == "all":
+            continue
+        assert "mem_mb" in got and "runtime" in got, f"{name}: rule {rule} has no memory or runtime: {got}"
+        want = declared.get(rule)
+        if want is None:
+            continue
+        seen.add(rule)
+        for key in ("mem_mb", "runtime", "gpu"):
+            assert got.get(key) == str(want[key]), f"{name}: rule {rule} {key}={got.get(key)}, params.yaml says {want[key]}"
+        if name == "slurm":
+            assert got["slurm_account"] and got["slurm_partition"] == ("gpu" if want["gpu"] else "cpu"), (rule, got)
+        else:
+            machine = config.get("set-resources", {}).get(rule, {}).get("machine_type")
+            assert got.get("machine_type") == machine, (rule, got)
+    assert seen == set(declared), f"{name}: no job of {sorted(set(declared) - seen)} in the dry run"
+
+
+def test_the_paper_profile_gives_each_costly_rule_its_declared_threads():
+    """Cluster executors do not print threads in a dry run; a local one does (capped by --cores)."""
+    declared = yaml.safe_load((ROOT / "params.yaml").read_text())["profiles"]["paper"]["resources"]
+    out = run([SNAKEMAKE, "-n", "--cores", "64", "--config", "profile=paper"], ROOT)
+    threads: dict[str, set[int]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out.stdout + out.stderr):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        if head and head.group(1) in declared:
+            found = re.search(r"^\s+threads: (\d+)$", block, re.M)
+            threads.setdefault(head.group(1), set()).add(int(found.group(1)) if found else 1)
+    assert threads == {rule: {want["threads"]} for rule, want in declared.items()}
 
 
 # ---- configuration files ----------------------------------------------------------------------------

@@ -32,6 +32,13 @@ def _validated(data, schema, what):
 
 _validated(config, "../schemas/params.schema.yaml", "params.yaml")
 
+
+# ---- stale locks: dropped at start-up, so a killed run resumes with a plain re-run ------------------
+sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+from _stale_locks import clear_stale_locks
+
+clear_stale_locks()
+
 PROFILE = config["profile"]
 if PROFILE not in config["profiles"]:
     raise WorkflowError(f"params.yaml: profile: {PROFILE!r} is not one of the profiles defined under "

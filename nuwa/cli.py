@@ -45,11 +45,14 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from . import io
+    from .export import DEFAULT_CALIB_SAMPLES, export, parse_precision
 
-    model = io.load(args.model)
-    io.export_onnx(model, args.onnx)
-    print(json.dumps(dict(onnx=str(args.onnx))))
+    precision, mode = parse_precision("fp16" if args.fp16 else "int8" if args.int8 else "fp32", args.int8_mode)
+    samples = DEFAULT_CALIB_SAMPLES if args.calib_samples is None else args.calib_samples
+    path = export(args.model, args.onnx, precision=precision, int8_mode=mode, calib=args.calib_data,
+                  calib_samples=samples)
+    print(json.dumps(dict(onnx=str(path), precision=precision if mode is None else f"int8-{mode}",
+                          bytes=path.stat().st_size)))
     return 0
 
 
@@ -78,7 +81,8 @@ def _derive_options(args: argparse.Namespace):
         except (OSError, yaml.YAMLError, TypeError) as e:
             raise NuwaError(f"--options {args.options}: {e}") from None
     for name in ("rho_depth", "rho_head", "svd", "taylor_microbatch", "score_samples", "batch_size",
-                 "latency_batch", "latency_runtime", "val_fraction"):
+                 "latency_batch", "latency_runtime", "val_fraction", "proxy_samples", "proxy_quantile", "proxy_select",
+                 "ridge", "calib_samples", "distill_tau", "distill_alpha", "distill_feature_weight"):
         v = getattr(args, name, None)
         if v is not None:
             setattr(opts, name, v)
@@ -94,15 +98,37 @@ def _derive_options(args: argparse.Namespace):
 def _derive(args: argparse.Namespace) -> int:
     from .derivation import derive
 
+    # --public-data names the public pool of a proxy derivation; it is --data under another name.
+    if args.public_data is not None and args.proxy_gmm is None:
+        raise NuwaError(f"--public-data {args.public_data} needs --proxy-gmm (else use --data)")
+    if args.public_data is not None and args.data is not None and args.public_data != args.data:
+        raise NuwaError(f"--data {args.data} and --public-data {args.public_data} differ; give one")
+    data = args.public_data if args.public_data is not None else args.data
+    if data is None:
+        raise NuwaError("give --data (or --public-data with --proxy-gmm)")
     _, report = derive(
-        args.model, args.data, classes=args.classes, subtask=args.subtask, rate=args.rate, metric=args.metric,
+        args.model, data, classes=args.classes, subtask=args.subtask, rate=args.rate, metric=args.metric,
         latency_ms=args.latency_ms, method=args.method, recovery=args.recovery,
         finetune_epochs=args.finetune_epochs, seed=args.seed, checkpoint=args.checkpoint, out=args.out,
-        options=_derive_options(args),
+        options=_derive_options(args), proxy_gmm=args.proxy_gmm,
     )
     keys = ("method", "rate_target", "metric", "rate_achieved", "params", "flops", "base_params", "base_flops",
-            "depth", "embed_dim", "val_top1_before_recovery", "val_top1", "derive_seconds")
-    print(json.dumps(dict(out=str(args.out), **{k: report[k] for k in keys})))
+            "depth", "embed_dim", "val_top1_before_recovery", "val_top1", "derive_seconds", "data_regime")
+    summary = {k: report.get(k) for k in keys}
+    if report.get("proxy"):
+        summary.update(proxy_precision=report["proxy"]["precision"], proxy_selected=report["proxy"]["selected"])
+    print(json.dumps(dict(out=str(args.out), **summary)))
+    return 0
+
+
+def _fit_gmm(args: argparse.Namespace) -> int:
+    from .proxy import fit_device_gmm
+
+    doc = fit_device_gmm(args.model, args.data, classes=args.classes, out=args.out, components=args.components,
+                         samples=args.samples, seed=args.seed, dims=args.dims, projection=args.projection,
+                         batch_size=args.batch_size)
+    print(json.dumps(dict(out=str(args.out), components=doc["components"], samples=doc["samples"],
+                          dims=doc["feature"]["dims"], class_names=doc["class_names"])))
     return 0
 
 
@@ -110,8 +136,11 @@ def _finetune(args: argparse.Namespace) -> int:
     from .derivation import finetune_dir
 
     _, report = finetune_dir(args.model, args.data, epochs=args.epochs, seed=args.seed, out=args.out,
-                             options=_derive_options(args), limit=args.limit)
-    print(json.dumps(dict(out=str(args.out), val_top1=report["val_top1"], epochs=args.epochs)))
+                             options=_derive_options(args), limit=args.limit, recovery=args.recovery,
+                             base=args.base)
+    print(json.dumps(dict(out=str(args.out), recovery=args.recovery, val_top1_before=report["val_top1_before_recovery"],
+                          val_top1=report["val_top1"], epochs=report["finetune_epochs"],
+                          recovery_seconds=report["seconds"]["recovery"])))
     return 0
 
 
@@ -125,6 +154,15 @@ def _prepare(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_dir
 
+    if args.onnx is not None:
+        from .export import evaluate_file
+
+        print(json.dumps(evaluate_file(args.onnx, args.data, model_dir=args.model, classes=args.classes,
+                                       subtask=args.subtask, split=args.split, batch_size=args.batch_size,
+                                       limit=args.limit)))
+        return 0
+    if args.model is None:
+        raise NuwaError("one of --model DIR or --onnx FILE is required")
     print(json.dumps(evaluate_dir(args.model, args.data, classes=args.classes, subtask=args.subtask,
                                   split=args.split, batch_size=args.batch_size, limit=args.limit)))
     return 0
@@ -212,8 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("derive", help="derive an edge ViT for a class subset and a budget")
     s.add_argument("--model", required=True, help="base model directory or timm model name")
     s.add_argument("--checkpoint", help="local timm weights when --model is a timm name")
-    s.add_argument("--data", required=True)
-    g = s.add_mutually_exclusive_group(required=True)
+    s.add_argument("--data", help="training data (required unless --public-data)")
+    s.add_argument("--proxy-gmm", help="derive without device data: the device's gmm.json (nuwa fit-gmm)")
+    s.add_argument("--public-data", help="with --proxy-gmm: the public pool to select from (same as --data)")
+    s.add_argument("--proxy-samples", type=_positive_int, help="keep this many top-scoring public samples")
+    s.add_argument("--proxy-quantile", type=_number, help="keep this share of the pool (default: class share)")
+    s.add_argument("--proxy-select", choices=["stratified", "top"],
+                   help="stratified: per-component quotas (default); top: best log-likelihoods overall")
+    g = s.add_mutually_exclusive_group()  # one required, except with --proxy-gmm (derive checks)
     g.add_argument("--classes", help="comma-separated class names or indices of the base model")
     g.add_argument("--subtask", help="named sub-task, e.g. H1 or fashion-mnist/H1")
     g = s.add_mutually_exclusive_group(required=True)
@@ -221,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--latency-ms", type=_number, help="latency budget in ms on this machine")
     s.add_argument("--metric", default="flops", help="params or flops (with --rate)")
     s.add_argument("--method", default="nuwa")
-    s.add_argument("--recovery", default="finetune")
+    s.add_argument("--recovery", default="finetune", help="finetune, distill, closed-form or none")
     s.add_argument("--finetune-epochs", type=int, default=5)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--options", help="YAML file of derive options (see nuwa.derive.DeriveOptions)")
@@ -237,8 +281,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-fraction", type=_number)
     s.add_argument("--latency-batch", type=_positive_int)
     s.add_argument("--latency-runtime", choices=["torch", "onnx"])
+    s.add_argument("--ridge", type=_number, help="closed-form recovery: ridge, relative to input variance (1e-3)")
+    s.add_argument("--calib-samples", type=_positive_int, help="closed-form recovery: calibration images (256)")
+    s.add_argument("--distill-tau", type=_number, help="distill recovery: temperature (1.0)")
+    s.add_argument("--distill-alpha", type=_number, help="distill recovery: weight of the teacher term (0.5)")
+    s.add_argument("--distill-feature-weight", type=_number,
+                   help="distill recovery: weight of exit class-token mimicking (0 = off)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=_derive)
+
+    s = sub.add_parser("fit-gmm", help="on the device: fit the Gaussian mixture a proxy derivation needs")
+    s.add_argument("--model", required=True, help="base model directory (the same base the server has)")
+    s.add_argument("--data", required=True, help="the device's own data (its training split is used)")
+    s.add_argument("--classes", required=True, help="comma-separated class names the device wants")
+    s.add_argument("--components", type=_positive_int, default=8, help="mixture components K")
+    s.add_argument("--samples", type=_positive_int, default=2048, help="at most this many device samples")
+    s.add_argument("--dims", type=_positive_int, default=16, help="feature dims (head-svd: at most #classes)")
+    s.add_argument("--projection", default="head-svd", choices=["head-svd", "random", "none"])
+    s.add_argument("--batch-size", type=_positive_int, default=256)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="gmm.json to write (the only thing that leaves the device)")
+    s.set_defaults(func=_fit_gmm)
 
     s = sub.add_parser("prepare", help="build the per-base caches (per-layer classifiers, embedding scores)")
     s.add_argument("--model", required=True, help="base model directory")
@@ -248,9 +311,16 @@ def build_parser() -> argparse.ArgumentParser:
                    score_samples=None, batch_size=None, latency_batch=None, latency_runtime=None,
                    val_fraction=None, round_to=None, gamma_qkv=None, exclude=None)
 
-    s = sub.add_parser("finetune", help="recovery as its own step: fine-tune a derived model on its classes")
+    s = sub.add_parser("finetune", help="recovery as its own step: fine-tune (or distill, refit) a derived model")
     s.add_argument("--model", required=True, help="derived (edge) model directory")
     s.add_argument("--data", required=True)
+    s.add_argument("--recovery", default="finetune", help="finetune (default), distill, closed-form or none")
+    s.add_argument("--base", help="distill/closed-form: the base model directory (default: the one the report names)")
+    s.add_argument("--ridge", type=_number, help="closed-form: ridge, relative to input variance (1e-3)")
+    s.add_argument("--calib-samples", type=_positive_int, help="closed-form: calibration images (256)")
+    s.add_argument("--distill-tau", type=_number, help="distill: temperature (1.0)")
+    s.add_argument("--distill-alpha", type=_number, help="distill: weight of the teacher term (0.5)")
+    s.add_argument("--distill-feature-weight", type=_number, help="distill: exit class-token mimicking weight")
     s.add_argument("--epochs", type=_nonneg_int, default=5)
     s.add_argument("--limit", type=_nonneg_int, default=None, help="training samples per epoch (default all)")
     s.add_argument("--seed", type=int, default=0)
@@ -261,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
                    val_fraction=None, round_to=None, gamma_qkv=None, exclude=None)
 
     s = sub.add_parser("eval", help="top-1 of a model directory on a data set's test split")
-    s.add_argument("--model", required=True)
+    s.add_argument("--model", help="model directory (with --onnx: where preprocessing and classes come from)")
+    s.add_argument("--onnx", help="evaluate this exported ONNX file (any precision) instead of the PyTorch model")
     s.add_argument("--data", required=True)
     g = s.add_mutually_exclusive_group()
     g.add_argument("--classes")
@@ -286,9 +357,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print only the JSON line")
     s.set_defaults(func=_info)
 
-    s = sub.add_parser("export", help="export a model directory to ONNX")
+    s = sub.add_parser("export", help="export a model directory to ONNX (fp32, fp16 or int8)")
     s.add_argument("--model", required=True)
     s.add_argument("--onnx", required=True)
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--fp16", action="store_true", help="float16 weights and compute, float32 input/output")
+    g.add_argument("--int8", action="store_true", help="ONNX Runtime int8 quantisation (see --int8-mode)")
+    s.add_argument("--int8-mode", help="dynamic (default: faster here, no data) or static (QDQ, calibrated)")
+    s.add_argument("--calib-data", help="static int8: data spec whose training split calibrates (model's classes)")
+    s.add_argument("--calib-samples", type=int, help="static int8: calibration images (default 256)")
     s.set_defaults(func=_export)
     return p
 

@@ -27,11 +27,11 @@ from .errors import NuwaError
 from .importance import GroupScores, Taylor
 from .model import EdgeViT
 from .prune import prune_classifier, prune_depth, prune_heads, slice_head
+from .recovery import RECOVERIES  # noqa: F401  (re-exported: finetune, distill, closed-form, none)
 from .schedule import AdaptiveOptions, Plan, materialise, search, select_heads
 from .svd import reparametrize
 
 METRICS = ("params", "flops")
-RECOVERIES = ("finetune", "none")
 
 
 @dataclass
@@ -54,12 +54,24 @@ class DeriveOptions:
     batch_size: int = 64  # scoring and fine-tuning batch
     finetune_lr: float = 1e-4
     weight_decay: float = 0.05
+    # Recovery --recovery closed-form | distill (nuwa.recovery). ridge: penalty per calibration token,
+    # relative to the inputs' mean variance, so one value suits every layer (RidgeStats.solve).
+    ridge: float = 1e-3
+    calib_samples: int = 256  # sub-task fit images for the closed-form refit
+    distill_tau: float = 1.0  # DeiT soft distillation temperature
+    distill_alpha: float = 0.5  # weight of the distillation term, (1 - alpha) on the labels
+    distill_feature_weight: float = 0.0  # exit class-token mimicking (relative MSE); 0 = off
     latency_batch: int = 1
     latency_runtime: str = "torch"
     latency_threads: int | None = None
     latency_margin: float = 0.05  # a candidate must beat the latency budget by this share
     xpruner: dict[str, Any] | None = None  # MaskOptions for the X-Pruner baseline (steps, lr, penalty, init)
     cache: bool = True  # cache per-base artefacts (layer heads, embedding scores) in the base directory
+    # Proxy derivation (derive(..., proxy_gmm=...)): how many top-scoring public samples to keep,
+    # as a count or a share of the pool; neither: as many as the pool holds of the classes.
+    proxy_samples: int | None = None
+    proxy_quantile: float | None = None
+    proxy_select: str = "stratified"  # stratified (per-component quotas) | top (nuwa.proxy.select)
 
     def validate(self) -> "DeriveOptions":
         """One clear error naming the first bad option."""
@@ -87,8 +99,26 @@ class DeriveOptions:
         need(isinstance(self.layer_head_epochs, int) and self.layer_head_epochs >= 1, "layer_head_epochs",
              self.layer_head_epochs, "must be an integer >= 1")
         need(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "must be in (0, 1)")
+        need(self.proxy_samples is None or (isinstance(self.proxy_samples, int) and self.proxy_samples >= 1),
+             "proxy_samples", self.proxy_samples, "must be an integer >= 1")
+        need(self.proxy_quantile is None or (isinstance(self.proxy_quantile, (int, float))
+                                             and 0 < self.proxy_quantile <= 1),
+             "proxy_quantile", self.proxy_quantile, "must be in (0, 1]")
+        need(self.proxy_samples is None or self.proxy_quantile is None, "proxy_quantile", self.proxy_quantile,
+             f"and proxy_samples={self.proxy_samples!r} exclude each other; give one")
+        need(self.proxy_select in ("stratified", "top"), "proxy_select", self.proxy_select,
+             "must be stratified or top")
         need(self.finetune_lr > 0, "finetune_lr", self.finetune_lr, "must be > 0")
         need(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+        for name in ("ridge", "distill_feature_weight"):
+            v = getattr(self, name)
+            need(_finite(v) and v >= 0, name, v, "must be a finite number >= 0")
+        need(_finite(self.distill_tau) and self.distill_tau > 0, "distill_tau", self.distill_tau,
+             "must be a finite number > 0")
+        need(_finite(self.distill_alpha) and 0 <= self.distill_alpha <= 1, "distill_alpha", self.distill_alpha,
+             "must be a number in [0, 1]")
+        need(isinstance(self.calib_samples, int) and not isinstance(self.calib_samples, bool)
+             and self.calib_samples >= 1, "calib_samples", self.calib_samples, "must be an integer >= 1")
         need(isinstance(self.latency_margin, (int, float)) and 0 <= self.latency_margin < 1, "latency_margin",
              self.latency_margin, "must be in [0, 1)")
         need(self.latency_runtime in ("torch", "onnx"), "latency_runtime", self.latency_runtime, "must be torch or onnx")
@@ -106,6 +136,10 @@ class DeriveOptions:
         if unknown:
             raise NuwaError(f"unknown derive option(s) {unknown}")
         return cls(adaptive=adaptive, **d).validate()
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 class PhaseTimer:
@@ -132,6 +166,7 @@ class SubTask:
     val: Any  # sub-task, validation part
     fit_all: Any  # all classes, fit part (labels = base indices)
     preprocess: Callable
+    proxy: dict | None = None  # proxy derivation: how the public samples were selected (nuwa.proxy)
 
     def batches(self, ds, n: int | None, *, seed: int, batch_size: int, shuffle: bool = True, desc: str | None = None):
         from .data import batches
@@ -199,9 +234,15 @@ def open_base_data(data: str, model: EdgeViT, *, opts: DeriveOptions) -> BaseDat
                     val_all=val_all, preprocess=Preprocess.for_config(cfg))
 
 
-def open_subtask(data: str | BaseData, base: EdgeViT, classes, *, opts: DeriveOptions) -> SubTask:
+def open_subtask(data: str | BaseData, base: EdgeViT, classes, *, opts: DeriveOptions,
+                 proxy_gmm: str | Path | None = None) -> SubTask:
     from .data import class_subset, resolve_classes
 
+    if proxy_gmm is not None:  # no device data: `data` is a public pool, selected by the device's mixture
+        from .proxy import open_proxy_subtask
+
+        spec = data.spec if isinstance(data, BaseData) else data
+        return open_proxy_subtask(spec, base, classes, gmm_path=proxy_gmm, opts=opts)
     bd = data if isinstance(data, BaseData) else open_base_data(data, base, opts=opts)
     names = bd.class_names
     idx = resolve_classes(classes, names)
@@ -213,15 +254,21 @@ def open_subtask(data: str | BaseData, base: EdgeViT, classes, *, opts: DeriveOp
 
 
 def finetune_dir(model_dir: str | Path, data: str, *, epochs: int = 5, seed: int = 0, out: str | Path,
-                 options: DeriveOptions | None = None, limit: int | None = None) -> tuple[EdgeViT, dict]:
-    """Recovery as its own step: fine-tune a derived model on its classes' fit split (the same split
-    `derive` uses) and write it to `out` with its report extended by the fine-tuning history.
-    `limit` caps the training samples per epoch (a fresh random subset each epoch; None: all)."""
-    from .train import evaluate, fit, seed_everything
+                 options: DeriveOptions | None = None, limit: int | None = None, recovery: str = "finetune",
+                 base: str | Path | None = None) -> tuple[EdgeViT, dict]:
+    """Recovery as its own step: recover a derived model (`recovery`: finetune, distill,
+    closed-form or none) on its classes' fit split (the same split `derive` uses) and write it to
+    `out` with its report extended by the recovery's parameters, history and seconds. `limit`
+    caps the training samples per epoch (a fresh random subset each epoch; None: all). distill and
+    closed-form need the base: `base`, else the base directory the derive report names."""
+    from .recovery import RECOVERIES, recover, trained_epochs
+    from .train import evaluate, seed_everything
 
     opts = (options or DeriveOptions()).validate()
     if epochs < 0:
         raise NuwaError(f"fine-tuning epochs {epochs} must be >= 0")
+    if recovery not in RECOVERIES:
+        raise NuwaError(f"unknown recovery {recovery!r}; expected one of {', '.join(RECOVERIES)}")
     from .atomic import _prepare_parent
 
     _prepare_parent(Path(out))
@@ -230,20 +277,29 @@ def finetune_dir(model_dir: str | Path, data: str, *, epochs: int = 5, seed: int
     if cfg.classes is None:
         raise NuwaError(f"{model_dir} is a base model (no class subset); derive an edge model first")
     report = dict(io.read_report(model_dir) or {})
+    teacher = None
+    if recovery in ("distill", "closed-form"):
+        where = base if base is not None else report.get("base")
+        if where is None or not Path(str(where)).is_dir():
+            raise NuwaError(f"--recovery {recovery} needs the base model directory: {where!r} is not one "
+                            f"(give --base)")
+        teacher = io.load(where)
     seed_everything(seed)
     timer = PhaseTimer()
     with timer("data"):
         task = open_subtask(open_base_data(data, model, opts=opts), model, list(cfg.classes), opts=opts)
+    val_before = evaluate(model, task.val, preprocess=task.preprocess, desc="val")
     with timer("recovery"):
-        history = fit(model, task.fit, epochs=epochs, lr=opts.finetune_lr, weight_decay=opts.weight_decay,
-                      batch_size=opts.batch_size, seed=seed, val_ds=task.val, preprocess=task.preprocess,
-                      desc="fine-tune", limit=limit)
+        history, params, details = recover(model, teacher, task, recovery=recovery, epochs=epochs, opts=opts,
+                                           seed=seed, limit=limit)
     val = evaluate(model, task.val, preprocess=task.preprocess, desc="val")
     report.pop("weights_sha256", None)
     if limit is not None:
         report["finetune_limit"] = limit
-    report.update(recovery="finetune", finetune_epochs=epochs, finetune_history=history, val_top1=val["top1"],
-                  val_n=val["n"], seed=seed)
+    report.update(recovery=recovery, recovery_params=params, recovery_details=details,
+                  finetune_epochs=trained_epochs(recovery, epochs), finetune_history=history,
+                  val_top1_before_recovery=val_before["top1"], val_loss_before_recovery=val_before["loss"],
+                  val_top1=val["top1"], val_loss=val["loss"], val_n=val["n"], seed=seed)
     report["seconds"] = dict(report.get("seconds", {}), **{k: round(v, 3) for k, v in timer.seconds.items()})
     io.save(model, out, report=report)
     return model, report
@@ -419,17 +475,22 @@ def derive(
     checkpoint: str | Path | None = None,
     out: str | Path | None = None,
     options: DeriveOptions | None = None,
+    proxy_gmm: str | Path | None = None,
 ) -> tuple[EdgeViT, dict]:
     """Derive an edge ViT for `classes` (names or indices of the base model's classes) or a named
     `subtask`, at a pruning `rate` of `metric` or within `latency_ms`. Returns (model, report);
-    with `out`, also writes the model directory (config, weights, report.json) atomically."""
+    with `out`, also writes the model directory (config, weights, report.json) atomically.
+    With `proxy_gmm` (a device's gmm.json, `nuwa fit-gmm`), `data` is a public pool and the data
+    set is its samples the device's mixture scores highest (nuwa.proxy); `classes` defaults to
+    the gmm's class names."""
     opts = (options or DeriveOptions()).validate()
     check_request(rate=rate, metric=metric, latency_ms=latency_ms, method=method, recovery=recovery,
                   finetune_epochs=finetune_epochs, methods=METHODS)
-    from .train import evaluate, fit, seed_everything
+    from .train import evaluate, seed_everything
 
-    if (classes is None) == (subtask is None):
-        raise NuwaError("give exactly one of --classes or --subtask")
+    if classes is not None and subtask is not None or (proxy_gmm is None and classes is None and subtask is None):
+        # With proxy_gmm neither is needed: the classes default to the gmm's class names.
+        raise NuwaError("give exactly one of --classes or --subtask" + ("" if proxy_gmm else " (or --proxy-gmm)"))
     if subtask is not None:
         from .subtasks import lookup
 
@@ -443,7 +504,7 @@ def derive(
     with timer("load"):
         base, base_dir = load_base(model, checkpoint=checkpoint)
     with timer("data"):
-        task = open_subtask(data, base, classes, opts=opts)
+        task = open_subtask(data, base, classes, opts=opts, proxy_gmm=proxy_gmm)
     base_cost = dict(params=cost.count_params(base.config), flops=cost.count_flops(base.config))
 
     budget = Budget(rate=rate, metric=metric, latency_ms=latency_ms, base_cost=base_cost, opts=opts)
@@ -458,12 +519,11 @@ def derive(
             raise
     derive_seconds = timer.seconds["prune_total"]
     val_before = evaluate(pruned, task.val, preprocess=task.preprocess, desc="val")
-    history = None
+    from .recovery import recover, trained_epochs
+
     with timer("recovery"):
-        if recovery == "finetune" and finetune_epochs > 0:
-            history = fit(pruned, task.fit, epochs=finetune_epochs, lr=opts.finetune_lr,
-                          weight_decay=opts.weight_decay, batch_size=opts.batch_size, seed=seed,
-                          val_ds=task.val, preprocess=task.preprocess, desc="fine-tune")
+        history, recovery_params, recovery_details = recover(pruned, base, task, recovery=recovery,
+                                                             epochs=finetune_epochs, opts=opts, seed=seed)
     val_after = evaluate(pruned, task.val, preprocess=task.preprocess, desc="val")
     pcfg = pruned.config
     report = dict(
@@ -476,11 +536,14 @@ def derive(
         depth=pcfg.depth, embed_dim=pcfg.embed_dim, layers=pcfg.layer_table(),
         classes=task.classes, class_names=task.class_names, data=data, seed=seed,
         base=str(base_dir) if base_dir is not None else str(model),
-        recovery=recovery, finetune_epochs=finetune_epochs if recovery == "finetune" else 0,
+        recovery=recovery, recovery_params=recovery_params, recovery_details=recovery_details,
+        finetune_epochs=trained_epochs(recovery, finetune_epochs),
         val_top1_before_recovery=val_before["top1"], val_top1=val_after["top1"], val_n=val_after["n"],
+        val_loss_before_recovery=val_before["loss"], val_loss=val_after["loss"],
         finetune_history=history, derive_seconds=derive_seconds,
         seconds={k: round(v, 3) for k, v in timer.seconds.items()},
         options=asdict(opts), details=info,
+        data_regime="own" if task.proxy is None else "proxy", proxy=task.proxy,
     )
     if latency_ms is not None:
         from .bench import measure_latency

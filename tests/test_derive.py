@@ -26,14 +26,18 @@ def _images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x
 
 
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    y_train, y_test = rng.integers(0, 6, 1200), rng.integers(0, 6, 240)
-    path = tmp_path_factory.mktemp("data") / "blobs.npz"
+def write_blobs(path: Path, *, seed: int, n_train: int, n_test: int, n_classes: int = len(CLASSES)) -> Path:
+    """A blob data set as an npz file, labelled with CLASSES' names (labels < n_classes)."""
+    rng = np.random.default_rng(seed)
+    y_train, y_test = rng.integers(0, n_classes, n_train), rng.integers(0, n_classes, n_test)
     np.savez(path, x_train=_images(y_train, rng), y_train=y_train, x_test=_images(y_test, rng), y_test=y_test,
              class_names=np.array(CLASSES))
-    return f"npz:{path}"
+    return path
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    return f"npz:{write_blobs(tmp_path_factory.mktemp('data') / 'blobs.npz', seed=0, n_train=1200, n_test=240)}"
 
 
 def _cli(*args, **kw):

@@ -214,6 +214,12 @@ RESOURCE_DEFAULTS = dict(
     ablation_figures=dict(threads=1, mem_mb=1000, runtime=5, gpu=0),
     hw_bench=dict(mem_mb=4000, runtime=30, gpu=0),
     table4=dict(threads=1, mem_mb=1000, runtime=5, gpu=0),
+    ext_recover=dict(mem_mb=4000, runtime=120, gpu=0),
+    ext_split=dict(threads=1, mem_mb=2000, runtime=10, gpu=0),
+    ext_fit_gmm=dict(threads=1, mem_mb=3000, runtime=10, gpu=0),
+    ext_regime=dict(mem_mb=4000, runtime=120, gpu=0),
+    ext_export=dict(mem_mb=4000, runtime=30, gpu=0),
+    ext_tables=dict(threads=1, mem_mb=1000, runtime=5, gpu=0),
 )
 
 
@@ -278,7 +284,7 @@ def claims_inputs(wildcards=None):
 
 def all_targets():
     return (base_targets() + analysis_targets() + derived_targets() + report_targets() + interpret_targets()
-            + ablation_targets() + hardware_targets())
+            + ablation_targets() + hardware_targets() + extension_targets())
 
 
 def eval_args():

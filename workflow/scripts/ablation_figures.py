@@ -2,33 +2,21 @@
 size and dpi, no software/date metadata, rows sorted."""
 import sys
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
 sm = snakemake  # noqa: F821
 sys.path.insert(0, sm.scriptdir)
 from _common import start  # noqa: E402
+from _plot import plt, save, use_font_size  # noqa: E402
 
 log = start(sm, "ablation_figures")
-from nuwa.atomic import atomic_path  # noqa: E402
-
-DPI = 120
-plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "legend.fontsize": 8})
+use_font_size(9)
 base = sm.wildcards.base
 df = pd.read_parquet(sm.input.table)
 df = df[df.base == base]
 if df.empty:
     sys.exit(f"no rows for base {base} in {sm.input.table}")
-
-
-def save(fig, path):
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=DPI, format="png", metadata={"Software": None})
-    plt.close(fig)
 
 
 def fig12():

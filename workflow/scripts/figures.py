@@ -3,29 +3,17 @@ software/date metadata, inputs sorted -- so identical runs give identical PNGs (
 does not churn)."""
 import sys
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
 sm = snakemake  # noqa: F821
 sys.path.insert(0, sm.scriptdir)
 from _common import read_json, start  # noqa: E402
+from _plot import plt, save, use_font_size  # noqa: E402
 
 log = start(sm, "figures")
-from nuwa.atomic import atomic_path  # noqa: E402
-
-DPI = 120
-plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "legend.fontsize": 8})
+use_font_size(9)
 COLORS = plt.get_cmap("tab10").colors
-
-
-def save(fig, path):
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=DPI, metadata={"Software": None})
-    plt.close(fig)
 
 
 def base_evals():

@@ -1,21 +1,10 @@
-"""Shared by the interpretation scripts: deterministic PNGs (Agg, fixed dpi, no software/date
-metadata -- identical runs give identical bytes) and image helpers."""
-import matplotlib
+"""Shared by the interpretation scripts: the figure set-up of `_plot` at 8 points, and image
+helpers."""
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from _plot import plt, save, use_font_size  # noqa: F401  (save is re-exported to the scripts)
 
-from nuwa.atomic import atomic_path  # noqa: E402
-
-DPI = 120
-plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "legend.fontsize": 7})
-
-
-def save(fig, path):
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=DPI, metadata={"Software": None})
-    plt.close(fig)
+use_font_size(8)
 
 
 def show_image(ax, image):

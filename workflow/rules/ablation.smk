@@ -41,7 +41,7 @@ rule ablation_sweep:
         f"{BENCH}/ablation/sweep/{{base}}/{{subtask}}.tsv"
     threads: res("ablation_sweep", "threads")
     resources:
-        **ablation_resources("ablation_sweep"),
+        **rule_resources("ablation_sweep"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -74,7 +74,7 @@ rule ablation_run:
         f"{BENCH}/ablation/run/{A_RUN}.tsv"
     threads: res("ablation_run", "threads")
     resources:
-        **ablation_resources("ablation_run"),
+        **rule_resources("ablation_run"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -99,7 +99,7 @@ rule ablation_tables:
         f"{LOGS}/ablation/tables.log",
     threads: res("ablation_tables", "threads")
     resources:
-        **ablation_resources("ablation_tables"),
+        **rule_resources("ablation_tables"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -119,7 +119,7 @@ rule ablation_fig12:
         f"{LOGS}/ablation/fig12_{{base}}.log",
     threads: res("ablation_figures", "threads")
     resources:
-        **ablation_resources("ablation_figures"),
+        **rule_resources("ablation_figures"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -139,7 +139,7 @@ rule ablation_fig7:
         f"{LOGS}/ablation/fig7_{{base}}.log",
     threads: res("ablation_figures", "threads")
     resources:
-        **ablation_resources("ablation_figures"),
+        **rule_resources("ablation_figures"),
     conda:
         "../envs/nuwa.yaml"
     script:

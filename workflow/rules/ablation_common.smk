@@ -83,7 +83,3 @@ def ablation_targets():
     return ([f"{TABLES}/{t}.{ext}" for t in A_TABLES for ext in ("csv", "md", "parquet")]
             + [f"{RESULTS}/figures/fig7_gamma_grid_{A_BASE}.png",
                f"{RESULTS}/figures/fig12_dimension_sweep_{A_SWEEP_BASE}.png", f"{RESULTS}/ablations.json"])
-
-
-def ablation_resources(rule_name):
-    return dict(mem_mb=res(rule_name, "mem_mb"), runtime=res(rule_name, "runtime"), gpu=res(rule_name, "gpu"))

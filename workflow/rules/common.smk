@@ -229,6 +229,11 @@ def res(rule_name, key):
     return given.get(key, P["threads"] if key == "threads" else 0)
 
 
+def rule_resources(rule_name):
+    """The `resources:` of a rule (mem_mb, runtime, gpu), as `res` gives them."""
+    return dict(mem_mb=res(rule_name, "mem_mb"), runtime=res(rule_name, "runtime"), gpu=res(rule_name, "gpu"))
+
+
 # ---- wildcard values and targets -------------------------------------------------------------
 ALPHAS = [f"{a:g}" for a in P["alphas"]]
 

@@ -40,7 +40,7 @@ rule ext_recover:
         f"{BENCH}/extensions/recover/{X_RUN}.tsv"
     threads: res("ext_recover", "threads")
     resources:
-        **extension_resources("ext_recover"),
+        **rule_resources("ext_recover"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -65,7 +65,7 @@ rule ext_split:
         f"{LOGS}/extensions/split/{X_PROXY_DIR}.log",
     threads: res("ext_split", "threads")
     resources:
-        **extension_resources("ext_split"),
+        **rule_resources("ext_split"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -91,7 +91,7 @@ rule ext_fit_gmm:
         f"{BENCH}/extensions/fit_gmm/{X_PROXY_DIR}.tsv"
     threads: res("ext_fit_gmm", "threads")
     resources:
-        **extension_resources("ext_fit_gmm"),
+        **rule_resources("ext_fit_gmm"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -125,7 +125,7 @@ rule ext_regime:
         f"{BENCH}/extensions/regime/{X_PROXY_DIR}/{{regime}}-a{{alpha}}.tsv"
     threads: res("ext_regime", "threads")
     resources:
-        **extension_resources("ext_regime"),
+        **rule_resources("ext_regime"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -148,7 +148,7 @@ rule ext_export_base:
         f"{BENCH}/extensions/export/{{base}}/base.tsv"
     threads: res("ext_export", "threads")
     resources:
-        **extension_resources("ext_export"),
+        **rule_resources("ext_export"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -172,7 +172,7 @@ rule ext_export:
         f"{BENCH}/extensions/export/{{base}}/{{subtask}}/a{{alpha}}-s{{seed}}.tsv"
     threads: res("ext_export", "threads")
     resources:
-        **extension_resources("ext_export"),
+        **rule_resources("ext_export"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -193,7 +193,7 @@ rule ext_tables:
         f"{LOGS}/extensions/tables.log",
     threads: res("ext_tables", "threads")
     resources:
-        **extension_resources("ext_tables"),
+        **rule_resources("ext_tables"),
     conda:
         "../envs/nuwa.yaml"
     script:

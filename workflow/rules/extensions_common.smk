@@ -73,7 +73,3 @@ def extension_targets():
     if not X:
         return []
     return [f"{TABLES}/{t}.{ext}" for t in X_TABLES for ext in ("csv", "md", "parquet")]
-
-
-def extension_resources(rule_name):
-    return dict(mem_mb=res(rule_name, "mem_mb"), runtime=res(rule_name, "runtime"), gpu=res(rule_name, "gpu"))

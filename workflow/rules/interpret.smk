@@ -33,7 +33,7 @@ rule fig8_attention_rollout:
         f"{BENCH}/interpret/fig8.tsv"
     threads: res("interpret", "threads")
     resources:
-        **interpret_resources("interpret"),
+        **rule_resources("interpret"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -58,7 +58,7 @@ rule fig11_tsne_layers:
         f"{BENCH}/interpret/fig11.tsv"
     threads: res("interpret", "threads")
     resources:
-        **interpret_resources("interpret"),
+        **rule_resources("interpret"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -85,7 +85,7 @@ rule table2_neuron_top_samples:
         f"{BENCH}/interpret/table2.tsv"
     threads: res("interpret", "threads")
     resources:
-        **interpret_resources("interpret"),
+        **rule_resources("interpret"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -108,7 +108,7 @@ rule small_base:
         f"{BENCH}/interpret/small_base.tsv"
     threads: res("small_base", "threads")
     resources:
-        **interpret_resources("small_base"),
+        **rule_resources("small_base"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -137,7 +137,7 @@ rule fig2_task_specific_finetuning:
         f"{BENCH}/interpret/fig2.tsv"
     threads: res("fig2", "threads")
     resources:
-        **interpret_resources("fig2"),
+        **rule_resources("fig2"),
     conda:
         "../envs/nuwa.yaml"
     script:

@@ -73,7 +73,3 @@ def interpret_targets():
     tables = ("fig8_attention_rollout", "table2_neuron_top_samples", "table2_neuron_class_spread",
               "fig2_task_specific_finetuning")
     return list(INTERPRET_FIGURES.values()) + [f for t in tables for f in table_files(t)]
-
-
-def interpret_resources(rule_name):
-    return dict(mem_mb=res(rule_name, "mem_mb"), runtime=res(rule_name, "runtime"), gpu=res(rule_name, "gpu"))

@@ -79,3 +79,36 @@ def test_same_seed_derive_gives_byte_identical_weights_for_every_method(base_dir
     assert io.sha256_file(tmp_path / "a" / "model.safetensors") == io.sha256_file(tmp_path / "b" / "model.safetensors")
     ra, rb = io.read_report(tmp_path / "a"), io.read_report(tmp_path / "b")
     assert ra["val_top1"] == rb["val_top1"] and ra["weights_sha256"] == rb["weights_sha256"]
+
+
+def test_commands_run_in_one_process_write_the_bytes_of_separate_processes(base_dir, npz, tmp_path):  # noqa: F811
+    """The workflow runs a sweep (one derivation per alpha, then their fine-tuning) in one Python
+    process (workflow/scripts/nuwa_run.py): nothing may carry over from one command to the next,
+    and fine-tuning the same pruned model again gives the same bytes, which is why the workflow
+    copies the fine-tuned model when two alphas give the same pruned one."""
+    import contextlib
+    import io as _io
+
+    from nuwa.cli import main
+
+    def derive(rate, out):  # NuWa's depth stage overshoots 0.3 on this base; NViT stops at the rate
+        return ["derive", "--model", str(base_dir), "--data", npz, "--classes", "0,4", "--rate", str(rate),
+                "--method", "nuwa" if rate == 0.3 else "nvit", "--recovery", "none", "--score-samples", "32", "--batch-size", "32", "--seed", "1", "--out", str(out)]
+
+    def finetune(model, out):
+        return ["finetune", "--model", str(model), "--data", npz, "--epochs", "1", "--seed", "1", "--out", str(out)]
+
+    for rate in (0.3, 0.6):
+        for args in (derive(rate, tmp_path / f"apart-{rate}"), finetune(tmp_path / f"apart-{rate}", tmp_path / f"apart-ft-{rate}")):
+            r = subprocess.run([sys.executable, "-m", "nuwa.cli", *args], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+    with contextlib.redirect_stdout(_io.StringIO()), contextlib.redirect_stderr(_io.StringIO()):
+        for rate in (0.3, 0.6):
+            assert main(derive(rate, tmp_path / f"one-{rate}")) == 0
+            assert main(finetune(tmp_path / f"one-{rate}", tmp_path / f"one-ft-{rate}")) == 0
+        assert main(finetune(tmp_path / "one-0.3", tmp_path / "again-ft-0.3")) == 0
+    sha = lambda name: io.sha256_file(tmp_path / name / "model.safetensors")  # noqa: E731
+    for rate in (0.3, 0.6):
+        assert sha(f"one-{rate}") == sha(f"apart-{rate}") and sha(f"one-ft-{rate}") == sha(f"apart-ft-{rate}")
+    assert sha("again-ft-0.3") == sha("one-ft-0.3")
+    assert sha("one-0.3") != sha("one-0.6")  # two different models: the comparison can fail

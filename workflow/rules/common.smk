@@ -248,6 +248,35 @@ def runs(base=None, methods=None):
             for a in ALPHAS for seed in P["seeds"]]
 
 
+# derive.smk: one job per SWEEP does every alpha of the profile, each to its own RUN directory
+# (a job spends ~5 s starting Python and importing torch and timm, which at one job per alpha was
+# a sixth of the default profile's time); changing `alphas` reruns the sweeps.
+DERIVED = f"{MODELS}/derived/{RUN}"
+SWEEP = "{base}/{subtask}/{method}/s{seed}"  # one job: RUN at every alpha
+
+
+def sweep(patterns):
+    """`patterns` (one or a list) at every alpha of the profile, their other wildcards left to the job."""
+    patterns = [patterns] if isinstance(patterns, str) else patterns
+    return [p.replace("{alpha}", a) for a in ALPHAS for p in patterns]
+
+
+def run_dir(w, alpha, stage):
+    return f"{DERIVED}/{stage}".format(alpha=alpha, **w)
+
+
+def derive_args(w, alpha):
+    return ["derive", "--model", BASE_DIR.format(**w), "--data", data_spec(w), "--classes", class_list(w),
+            "--rate", alpha, "--metric", P["metric"], "--method", w.method, "--recovery", "none",
+            "--seed", w.seed, "--out", run_dir(w, alpha, "pruned")]
+
+
+def finetune_args(w, alpha):
+    return ["finetune", "--model", run_dir(w, alpha, "pruned"), "--data", data_spec(w),
+            "--epochs", str(P["finetune"]["epochs"]), "--seed", w.seed,
+            *(["--limit", str(P["finetune"]["limit"])] if "limit" in P["finetune"] else []),
+            "--out", run_dir(w, alpha, "finetuned")]
+
 def subtask_pairs(base=None):
     return [(b, s) for b in ([base] if base else BASES) for s in BASES[b]["subtasks"]]
 

@@ -1,5 +1,5 @@
-"""Metrics of one derivation: `nuwa eval` of the pruned and the fine-tuned model on the sub-task's
-test samples, with sizes, rates and wall-clock seconds from their reports."""
+"""Metrics of a sweep's derivations (one per alpha): `nuwa eval` of the pruned and the fine-tuned
+model on the sub-task's test samples, with sizes, rates and wall-clock seconds from their reports."""
 import sys
 from pathlib import Path
 
@@ -12,24 +12,28 @@ from nuwa.evaluate import evaluate_dir  # noqa: E402
 
 ev = dict(sm.params.eval)
 kw = dict(batch_size=ev.get("batch_size", 256), limit=ev.get("limit"))
-pruned, finetuned = model_dir(sm.input.pruned), model_dir(sm.input.finetuned)
-before = evaluate_dir(pruned, sm.params.spec, **kw)
-after = evaluate_dir(finetuned, sm.params.spec, **kw)
-d = read_json(Path(pruned) / "report.json")
-f = read_json(Path(finetuned) / "report.json")
 w = sm.wildcards
-out = dict(
-    base=w.base, subtask=w.subtask, kind=sm.params.subtask_kind, method=w.method, alpha=float(w.alpha),
-    seed=int(w.seed), metric=d["metric"], classes=d["classes"], class_names=d["class_names"],
-    test_top1_pruned=before["top1"], test_top1_finetuned=after["top1"], test_n=after["n"],
-    val_top1_pruned=d["val_top1"], val_top1_finetuned=f["val_top1"],
-    params=d["params"], flops=d["flops"], base_params=d["base_params"], base_flops=d["base_flops"],
-    rate_target=d["rate_target"], rate_achieved=d["rate_achieved"],
-    rate_achieved_params=d["rate_achieved_params"], rate_achieved_flops=d["rate_achieved_flops"],
-    depth=d["depth"], embed_dim=d["embed_dim"], finetune_epochs=f["finetune_epochs"],
-    derive_seconds=d["derive_seconds"], derive_phase_seconds=d["seconds"],
-    finetune_seconds=f["seconds"].get("recovery"), passes=(d.get("details") or {}).get("passes"),
-    eval_pruned=before, eval_finetuned=after,
-)
-write_json(sm.output.json, out)
-log.info("top-1 %.4f -> %.4f after fine-tuning; rate %.3f", before["top1"], after["top1"], d["rate_achieved"])
+k = len(sm.input.pruned) // len(sm.params.alphas)  # files per model directory
+for i, alpha in enumerate(sm.params.alphas):
+    pruned = model_dir(sm.input.pruned[k * i:k * (i + 1)])
+    finetuned = model_dir(sm.input.finetuned[k * i:k * (i + 1)])
+    before = evaluate_dir(pruned, sm.params.spec, **kw)
+    after = evaluate_dir(finetuned, sm.params.spec, **kw)
+    d = read_json(Path(pruned) / "report.json")
+    f = read_json(Path(finetuned) / "report.json")
+    out = dict(
+        base=w.base, subtask=w.subtask, kind=sm.params.subtask_kind, method=w.method, alpha=float(alpha),
+        seed=int(w.seed), metric=d["metric"], classes=d["classes"], class_names=d["class_names"],
+        test_top1_pruned=before["top1"], test_top1_finetuned=after["top1"], test_n=after["n"],
+        val_top1_pruned=d["val_top1"], val_top1_finetuned=f["val_top1"],
+        params=d["params"], flops=d["flops"], base_params=d["base_params"], base_flops=d["base_flops"],
+        rate_target=d["rate_target"], rate_achieved=d["rate_achieved"],
+        rate_achieved_params=d["rate_achieved_params"], rate_achieved_flops=d["rate_achieved_flops"],
+        depth=d["depth"], embed_dim=d["embed_dim"], finetune_epochs=f["finetune_epochs"],
+        derive_seconds=d["derive_seconds"], derive_phase_seconds=d["seconds"],
+        finetune_seconds=f["seconds"].get("recovery"), finetune_reused_from=f.get("reused_from"),
+        passes=(d.get("details") or {}).get("passes"), eval_pruned=before, eval_finetuned=after,
+    )
+    write_json(sm.output.json[i], out)
+    log.info("alpha %s: top-1 %.4f -> %.4f after fine-tuning; rate %.3f", alpha, before["top1"], after["top1"],
+             d["rate_achieved"])

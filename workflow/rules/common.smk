@@ -277,6 +277,7 @@ def finetune_args(w, alpha):
             *(["--limit", str(P["finetune"]["limit"])] if "limit" in P["finetune"] else []),
             "--out", run_dir(w, alpha, "finetuned")]
 
+
 def subtask_pairs(base=None):
     return [(b, s) for b in ([base] if base else BASES) for s in BASES[b]["subtasks"]]
 

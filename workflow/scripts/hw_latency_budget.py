@@ -34,8 +34,11 @@ for frac in c["fractions"]:
         try:
             _, rep = derive(p.base_dir, p.spec, classes=list(p.classes), latency_ms=budget, recovery="none", seed=0,
                             out=f"{d}/edge", options=opts)
-        except NuwaError as e:  # an unreachable budget is an answer too
-            rows.append(dict(fraction=float(frac), base_latency_ms=base_ms, budget_ms=budget, error=str(e)))
+        except NuwaError as e:  # an unreachable budget is an answer too (same columns, no model)
+            rows.append(dict(fraction=float(frac), base_latency_ms=base_ms, subtask=p.subtask, runtime=runtime,
+                             batch_size=batch, budget_ms=budget, latency_ms_in_derivation=None,
+                             latency_ms_fresh=None, meets_budget=None, headroom=None, rate_achieved_flops=None,
+                             depth=None, error=str(e)))
             log.info("budget %.3f ms: %s", budget, e)
             continue
         fresh = subprocess.run([sys.executable, "-m", "nuwa.cli", "bench", "--model", f"{d}/edge", "--batch-size",

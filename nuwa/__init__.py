@@ -6,26 +6,45 @@ The flat public API::
     base = nuwa.from_timm(nuwa.create_base("deit_tiny_patch16_224", checkpoint="deit.pth"))
     nuwa.save(base, "models/base"); model = nuwa.load("models/base")
     nuwa.count_params(model), nuwa.count_flops(model)
+    model, report = nuwa.derive("models/base", "fashion-mnist", classes="Sandal,Sneaker", rate=0.6)
+
+Names are imported on first use, so `import nuwa` (and `nuwa --help`) does not pay for torch
+and timm until something computes.
 """
-from .arch import EdgeViTConfig, LayerConfig
-from .convert import create_base, from_timm
-from . import bench, cost
-from .cost import bias_params, count_flops, count_params, flops_eq8, measure_flops, params_eq7
-from .errors import NuwaError
-from .io import export_onnx, load, save
-from .model import EdgeAttention, EdgeBlock, EdgeViT
+from __future__ import annotations
 
-
-def derive(*args, **kwargs):
-    """Derive an edge ViT: see `nuwa.derivation.derive` (imported lazily: it pulls in the data stack)."""
-    from .derivation import derive as _derive
-
-    return _derive(*args, **kwargs)
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "EdgeAttention", "EdgeBlock", "EdgeViT", "EdgeViTConfig", "LayerConfig", "NuwaError",
-    "bench", "bias_params", "cost", "count_flops", "derive", "count_params", "create_base", "export_onnx", "flops_eq8",
-    "from_timm", "load", "measure_flops", "params_eq7", "save",
-]
+# public name -> the module that defines it
+_HOME = {
+    "EdgeViTConfig": "arch", "LayerConfig": "arch",
+    "EdgeAttention": "model", "EdgeBlock": "model", "EdgeViT": "model",
+    "create_base": "convert", "from_timm": "convert",
+    "bias_params": "cost", "count_flops": "cost", "count_params": "cost", "flops_eq8": "cost",
+    "measure_flops": "cost", "params_eq7": "cost",
+    "NuwaError": "errors",
+    "export_onnx": "io", "load": "io", "save": "io",
+    "DeriveOptions": "options",
+    "derive": "derivation",
+}
+_SUBMODULES = ("bench", "cost", "io")
+
+__all__ = sorted([*_HOME, *_SUBMODULES])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'nuwa' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

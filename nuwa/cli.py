@@ -70,7 +70,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _derive_options(args: argparse.Namespace):
-    from .derivation import DeriveOptions
+    from .options import DeriveOptions
 
     opts = DeriveOptions()
     if args.options:
@@ -145,7 +145,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from .derivation import prepare_base
+    from .base import prepare_base
 
     print(json.dumps(prepare_base(args.model, args.data, options=_derive_options(args))))
     return 0

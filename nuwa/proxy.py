@@ -243,7 +243,7 @@ def fit_device_gmm(model, data: str, *, classes: str | Sequence[str | int], out:
     images of `classes` (at most `samples`, a seeded random subset) and write `out` (gmm.json)
     atomically. Returns what was written."""
     from .data import class_subset, open_split, resolve_classes
-    from .derivation import load_base
+    from .base import load_base
 
     for name, v in (("components K", components), ("samples", samples), ("dims", dims), ("batch_size", batch_size)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -407,7 +407,7 @@ def open_proxy_subtask(public: str, base, classes=None, *, gmm_path: str | Path,
     device's mixture and carry one of the derived classes, split by the pool's own fit/val
     split (so validation stays disjoint from the per-base artefacts' fit part)."""
     from .data import SubsetDataset, class_subset, resolve_classes
-    from .derivation import SubTask, open_base_data
+    from .task import SubTask, open_base_data
 
     samples, quantile = getattr(opts, "proxy_samples", None), getattr(opts, "proxy_quantile", None)
     doc, gmm, gmm_sha = read_gmm(gmm_path)

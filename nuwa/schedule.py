@@ -18,26 +18,10 @@ from .arch import EdgeViTConfig
 from .errors import NuwaError
 from .importance import GroupScores
 from .model import EdgeViT
+from .options import ADAPTIVE_DIMS, AdaptiveOptions  # noqa: F401  (re-exported)
 from .prune import prune_embedding, prune_mlp, prune_qk, prune_v
 from .prune.rules import cumulative_keep, energy_rank, round_size, top_k
 from .svd import Spectra
-
-ADAPTIVE_DIMS = ("qk", "v", "mlp", "embed")
-
-
-@dataclass
-class AdaptiveOptions:
-    gamma_qkv: float = 0.01
-    gamma_ratio: tuple[float, float, float] = (1.0, 5.0, 2.5)  # qkv : exp : emb
-    round_to: int = 8
-    exclude: tuple[str, ...] = ()  # dims left unpruned (ablation, Table 5)
-    global_ranking: bool = True  # neurons ranked across layers (False: same share per layer, Table 6)
-    max_iters: int = 10_000
-    # Bisect between the last over-budget iteration and the first within budget (keeping the
-    # 1 : 5 : 2.5 decay ratio), so the achieved rate lands just above alpha rather than up to one
-    # whole iteration (and a rounding step) beyond it. False: the paper's integer iterations.
-    refine_steps: int = 12
-
 
 @dataclass
 class Plan:

@@ -16,8 +16,9 @@ import torch
 
 from nuwa import io
 from nuwa.convert import from_timm
-from nuwa.derivation import DeriveOptions, derive
-from nuwa.speedcheck import CHECK_OPTIONS, synthetic_npz
+from nuwa.options import DeriveOptions
+from nuwa.derivation import derive
+from nuwa.paper.speed_check import CHECK_OPTIONS, synthetic_npz
 
 name = sys.argv[1] if len(sys.argv) > 1 else "deit_base_patch16_224"
 batch = int(sys.argv[2]) if len(sys.argv) > 2 else 16

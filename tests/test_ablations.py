@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 
-from nuwa import ablations as ab
+from nuwa.paper import ablations as ab
 from nuwa.errors import NuwaError
-from nuwa.sweep import DIMS, NUWA_TECHNIQUE, SweepScores, dimension_sizes, kept, prune_dimension, sweep
+from nuwa.paper.ablation_sweep import DIMS, NUWA_TECHNIQUE, SweepScores, dimension_sizes, kept, prune_dimension, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,8 @@ def test_finetune_limit_caps_the_samples_per_epoch(irregular_model, tmp_path):
     import numpy as np
 
     from nuwa import io
-    from nuwa.derivation import DeriveOptions, finetune_dir
+    from nuwa.options import DeriveOptions
+    from nuwa.derivation import finetune_dir
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 10, 400)

@@ -3,8 +3,9 @@ import pytest
 import torch
 
 import nuwa
-from nuwa.baselines.selection import Selection, global_ranking, random_quantiles
-from nuwa.derivation import DeriveOptions, derive
+from nuwa.methods.selection import Selection, global_ranking, random_quantiles
+from nuwa.options import DeriveOptions
+from nuwa.derivation import derive
 from nuwa.importance import GroupScores
 
 from .test_derive import FAST, base_dir, npz  # noqa: F401  (module-scoped fixtures: one tiny base)

@@ -17,8 +17,8 @@ import nuwa
 from nuwa.arch import EdgeViTConfig
 from nuwa.bench import bench_suite, measure_latency
 from nuwa.errors import NuwaError
-from nuwa.speed import PAPER_SPEEDUP, budget_check, rounding_table, speedup_figure, table4
-from nuwa.summaries import BASE_FULL
+from nuwa.paper.table4 import PAPER_SPEEDUP, budget_check, rounding_table, speedup_figure, table4
+from nuwa.paper.table3 import BASE_FULL
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import nuwa
-from nuwa.derivation import DeriveOptions, derive
+from nuwa.options import DeriveOptions
+from nuwa.derivation import derive
 from nuwa.schedule import AdaptiveOptions
 
 CLASSES = ["north", "south", "east", "west", "centre", "corner"]

@@ -9,10 +9,10 @@ import torch
 
 from nuwa.data import MemoryDataset
 from nuwa.errors import NuwaError
-from nuwa.neurons import (class_spread, cls_activations, choose_neurons, deep_more_specific, neuron_table,
+from nuwa.interpret.neurons import (class_spread, cls_activations, choose_neurons, deep_more_specific, neuron_table,
                           resolve_layers, top_samples)
-from nuwa.rollout import attention_maps, cls_patch_map, rollout
-from nuwa.tsne import tsne
+from nuwa.interpret.rollout import attention_maps, cls_patch_map, rollout
+from nuwa.interpret.tsne import tsne
 
 
 # ---- the explicit attention path -----------------------------------------------------------------
@@ -240,7 +240,7 @@ def test_interpretation_is_declared_for_the_other_profiles(interpreted, profile)
 
 # ---- Fig. 2 ----------------------------------------------------------------------------------------
 def test_class_subsets_are_nested_seeded_and_within_range():
-    from nuwa.taskspecific import nested_class_subsets
+    from nuwa.paper.fig2 import nested_class_subsets
 
     s = nested_class_subsets(10, [2, 5, 10, 25], seed=0)
     assert list(s) == [2, 5, 10] and s[10] == list(range(10))
@@ -251,7 +251,7 @@ def test_class_subsets_are_nested_seeded_and_within_range():
 
 
 def test_finetuned_beats_larger_needs_every_subset():
-    from nuwa.taskspecific import LARGE, SMALL, TUNED, finetuned_beats_larger
+    from nuwa.paper.fig2 import LARGE, SMALL, TUNED, finetuned_beats_larger
 
     t = pd.DataFrame([dict(size=k, model=m, top1=v) for k, vals in {2: (0.8, 0.85, 0.9), 5: (0.7, 0.75, 0.8)}.items()
                       for m, v in zip((SMALL, LARGE, TUNED), vals)])

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from nuwa import layer_heads as lh
+from nuwa import layer_classifiers as lh
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,9 @@ import pytest
 
 import nuwa
 from nuwa import cli
-from nuwa.derivation import DeriveOptions, derive, load_base
+from nuwa.options import DeriveOptions
+from nuwa.derivation import derive
+from nuwa.base import load_base
 from nuwa.errors import NuwaError
 from nuwa.proxy import (
     GaussianMixture, embed, feature_projection, fit_device_gmm, fit_gmm, open_proxy_subtask, read_gmm, select,

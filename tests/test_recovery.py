@@ -7,7 +7,9 @@ import torch
 
 import nuwa
 from nuwa.cli import main
-from nuwa.derivation import DeriveOptions, derive, open_subtask
+from nuwa.options import DeriveOptions
+from nuwa.derivation import derive
+from nuwa.task import open_subtask
 from nuwa.errors import NuwaError
 from nuwa.recovery import RidgeStats, closed_form, recover, ridge_fit
 from nuwa.train import evaluate

@@ -70,7 +70,8 @@ def test_same_seed_pretrain_gives_byte_identical_weights(npz, tmp_path):  # noqa
 
 @pytest.mark.parametrize("method", ["nuwa", "random", "nvit", "xpruner"])
 def test_same_seed_derive_gives_byte_identical_weights_for_every_method(base_dir, npz, tmp_path, method):  # noqa: F811
-    from nuwa.derivation import DeriveOptions, derive
+    from nuwa.options import DeriveOptions
+    from nuwa.derivation import derive
 
     opts = DeriveOptions(score_samples=32, batch_size=32, xpruner=dict(steps=5))
     for name in ("a", "b"):

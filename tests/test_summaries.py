@@ -6,9 +6,9 @@ import copy
 import pandas as pd
 import pytest
 
-from nuwa.claims import (MARGIN, ablation_claims, fig8_claim, ledger, neuron_claim, nuwa_beats_baselines, to_frame,
+from nuwa.paper.claims import (MARGIN, ablation_claims, fig8_claim, ledger, neuron_claim, nuwa_beats_baselines, to_frame,
                          to_markdown)
-from nuwa.summaries import BASE_FULL, BASE_SLICED, derivation_cost, table3_by_method, table3_long
+from nuwa.paper.table3 import BASE_FULL, BASE_SLICED, derivation_cost, table3_by_method, table3_long
 
 KINDS = {"H1": "hard", "H2": "hard", "S1": "simple"}
 
@@ -96,7 +96,7 @@ def test_a_claim_without_its_measurement_is_reported_as_not_measured(results):
     assert set(to_frame(ledger(only_nuwa)).holds) <= {"yes", "no", "not measured"}
 
 
-ABLATIONS = {  # the shape of nuwa.ablations.summary, with numbers where every claim holds
+ABLATIONS = {  # the shape of nuwa.paper.ablations.summary, with numbers where every claim holds
     "table1": {d: dict(mean_svd=0.8, mean_score=0.7, mean_svd_minus_score=0.1, svd_wins=4, ties=0, comparisons=4)
                for d in ("qk", "v")},
     "fig12": dict(mean_loss=dict(qk=0.01, v=0.02, mlp=0.05, embed=0.2), order_by_mean_loss=["qk", "v", "mlp", "embed"]),

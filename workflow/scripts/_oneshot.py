@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from nuwa import io
-from nuwa import layer_heads as lh
-from nuwa.derivation import DeriveOptions, base_layer_heads, open_subtask
+from nuwa import layer_classifiers as lh
+from nuwa.options import DeriveOptions
+from nuwa.base import base_layer_heads
+from nuwa.task import open_subtask
 from nuwa.prune import prune_classifier, prune_depth, slice_head
 
 

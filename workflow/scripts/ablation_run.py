@@ -9,7 +9,8 @@ sys.path.insert(0, sm.scriptdir)
 from _common import model_dir, start, write_json  # noqa: E402
 
 log = start(sm, "ablation_run")
-from nuwa.derivation import DeriveOptions, derive, finetune_dir  # noqa: E402
+from nuwa.options import DeriveOptions  # noqa: E402
+from nuwa.derivation import derive, finetune_dir  # noqa: E402
 from nuwa.evaluate import evaluate_dir  # noqa: E402
 
 p, w = sm.params, sm.wildcards

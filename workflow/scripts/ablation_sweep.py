@@ -14,10 +14,12 @@ log = start(sm, "ablation_sweep")
 from nuwa import io  # noqa: E402
 from nuwa.atomic import atomic_path  # noqa: E402
 from nuwa.data import class_subset, open_split  # noqa: E402
-from nuwa.derivation import DeriveOptions, base_embed_scores, open_subtask  # noqa: E402
+from nuwa.options import DeriveOptions  # noqa: E402
+from nuwa.base import base_embed_scores  # noqa: E402
+from nuwa.task import open_subtask  # noqa: E402
 from nuwa.importance import Taylor  # noqa: E402
 from nuwa.prune import prune_classifier  # noqa: E402
-from nuwa.sweep import SweepScores, sweep  # noqa: E402
+from nuwa.paper.ablation_sweep import SweepScores, sweep  # noqa: E402
 from nuwa.train import evaluate, seed_everything  # noqa: E402
 
 p = sm.params

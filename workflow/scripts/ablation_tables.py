@@ -10,8 +10,8 @@ sys.path.insert(0, sm.scriptdir)
 from _common import read_json, start, write_json  # noqa: E402
 
 log = start(sm, "ablation_tables")
-from nuwa import ablations as ab  # noqa: E402
-from nuwa.tables import write_table  # noqa: E402
+from nuwa.paper import ablations as ab  # noqa: E402
+from nuwa.paper.tables import write_table  # noqa: E402
 
 p, o = sm.params, sm.output
 sweep = pd.concat([pd.read_parquet(f) for f in sorted(sm.input.sweeps)], ignore_index=True)

@@ -1,4 +1,4 @@
-"""The claims ledger (results/PROFILE/claims.md and .csv) from the profile's tables (nuwa.claims)."""
+"""The claims ledger (results/PROFILE/claims.md and .csv) from the profile's tables (nuwa.paper.claims)."""
 import sys
 
 import pandas as pd
@@ -9,8 +9,8 @@ from _common import read_json, start  # noqa: E402
 
 log = start(sm, "claims")
 from nuwa.atomic import atomic_file  # noqa: E402
-from nuwa.claims import ablation_claims, fig2_claim, fig8_claim, ledger, neuron_claim, to_frame, to_markdown  # noqa: E402
-from nuwa.tables import write_table  # noqa: E402
+from nuwa.paper.claims import ablation_claims, fig2_claim, fig8_claim, ledger, neuron_claim, to_frame, to_markdown  # noqa: E402
+from nuwa.paper.tables import write_table  # noqa: E402
 
 i = sm.input
 claims = ledger(pd.read_parquet(i.table3), extra=[

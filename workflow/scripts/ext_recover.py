@@ -9,7 +9,8 @@ sys.path.insert(0, sm.scriptdir)
 from _common import model_dir, read_json, start, write_json  # noqa: E402
 
 log = start(sm, "ext_recover")
-from nuwa.derivation import DeriveOptions, finetune_dir  # noqa: E402
+from nuwa.options import DeriveOptions  # noqa: E402
+from nuwa.derivation import finetune_dir  # noqa: E402
 from nuwa.evaluate import evaluate_dir  # noqa: E402
 
 p, w = sm.params, sm.wildcards

@@ -10,7 +10,8 @@ sys.path.insert(0, sm.scriptdir)
 from _common import model_dir, start, write_json  # noqa: E402
 
 log = start(sm, "ext_regime")
-from nuwa.derivation import DeriveOptions, derive  # noqa: E402
+from nuwa.options import DeriveOptions  # noqa: E402
+from nuwa.derivation import derive  # noqa: E402
 from nuwa.evaluate import evaluate_dir  # noqa: E402
 
 p, w = sm.params, sm.wildcards

@@ -14,7 +14,7 @@ sys.path.insert(0, sm.scriptdir)
 from _common import read_json, start  # noqa: E402
 
 log = start(sm, "ext_tables")
-from nuwa.tables import write_table  # noqa: E402
+from nuwa.paper.tables import write_table  # noqa: E402
 
 ORDER = {"none": 0, "closed-form": 1, "finetune": 2, "distill": 3}
 out = sm.output

@@ -9,7 +9,7 @@ from _common import start  # noqa: E402
 log = start(sm, "hw_bench")
 import nuwa  # noqa: E402
 from nuwa.atomic import atomic_path  # noqa: E402
-from nuwa.speed import bench_models  # noqa: E402
+from nuwa.paper.table4 import bench_models  # noqa: E402
 
 b = sm.params.bench
 models = ((labels, nuwa.load(directory)) for labels, directory in sm.params.models)

@@ -14,10 +14,11 @@ from _common import start  # noqa: E402
 log = start(sm, "latency_budget")
 import nuwa  # noqa: E402
 from nuwa.bench import measure_latency  # noqa: E402
-from nuwa.derivation import DeriveOptions, derive  # noqa: E402
+from nuwa.options import DeriveOptions  # noqa: E402
+from nuwa.derivation import derive  # noqa: E402
 from nuwa.errors import NuwaError  # noqa: E402
-from nuwa.speed import budget_check  # noqa: E402
-from nuwa.tables import write_table  # noqa: E402
+from nuwa.paper.table4 import budget_check  # noqa: E402
+from nuwa.paper.tables import write_table  # noqa: E402
 
 p = sm.params
 c = dict(p.check)

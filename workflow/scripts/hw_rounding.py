@@ -12,10 +12,11 @@ from _common import start  # noqa: E402
 log = start(sm, "rounding")
 from nuwa.atomic import atomic_path  # noqa: E402
 from nuwa.bench import bench_suite  # noqa: E402
-from nuwa.derivation import DeriveOptions, derive  # noqa: E402
+from nuwa.options import DeriveOptions  # noqa: E402
+from nuwa.derivation import derive  # noqa: E402
 from nuwa.evaluate import evaluate_dir  # noqa: E402
-from nuwa.speed import rounding_table  # noqa: E402
-from nuwa.tables import write_table  # noqa: E402
+from nuwa.paper.table4 import rounding_table  # noqa: E402
+from nuwa.paper.tables import write_table  # noqa: E402
 
 p = sm.params
 check, b, ev = dict(p.check), dict(p.bench), dict(p.eval)

@@ -18,8 +18,8 @@ import nuwa  # noqa: E402
 from nuwa.cost import count_params  # noqa: E402
 from nuwa.data import SubsetDataset, class_subset, open_split  # noqa: E402
 from nuwa.prune.classifier import prune_classifier  # noqa: E402
-from nuwa.tables import write_table  # noqa: E402
-from nuwa.taskspecific import LARGE, SMALL, TUNED, finetuned_beats_larger, nested_class_subsets  # noqa: E402
+from nuwa.paper.tables import write_table  # noqa: E402
+from nuwa.paper.fig2 import LARGE, SMALL, TUNED, finetuned_beats_larger, nested_class_subsets  # noqa: E402
 from nuwa.train import evaluate, fit  # noqa: E402
 
 o = sm.params.fig2

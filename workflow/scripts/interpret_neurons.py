@@ -13,8 +13,8 @@ from interpret_plot import plt, save, show_image  # noqa: E402
 
 import nuwa  # noqa: E402
 from nuwa.data import open_split  # noqa: E402
-from nuwa.neurons import class_spread, cls_activations, deep_more_specific, neuron_table, resolve_layers  # noqa: E402
-from nuwa.tables import write_table  # noqa: E402
+from nuwa.interpret.neurons import class_spread, cls_activations, deep_more_specific, neuron_table, resolve_layers  # noqa: E402
+from nuwa.paper.tables import write_table  # noqa: E402
 
 o = sm.params.neurons
 model = nuwa.load(model_dir(sm.input.model))

@@ -19,8 +19,8 @@ from tqdm import tqdm  # noqa: E402
 
 import nuwa  # noqa: E402
 from nuwa.data import open_split  # noqa: E402
-from nuwa.rollout import attention_maps  # noqa: E402
-from nuwa.tables import write_table  # noqa: E402
+from nuwa.interpret.rollout import attention_maps  # noqa: E402
+from nuwa.paper.tables import write_table  # noqa: E402
 
 models = {name: nuwa.load(path) for name, path in sm.params.models.items()}
 cfg = next(iter(models.values())).config

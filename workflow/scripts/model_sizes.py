@@ -7,7 +7,7 @@ import timm
 import torch
 
 import nuwa
-from nuwa.tables import write_table
+from nuwa.paper.tables import write_table
 
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
 log = logging.getLogger("model_sizes")

@@ -8,9 +8,9 @@ from _common import start  # noqa: E402
 
 log = start(sm, "speed_paper_shapes")
 from nuwa.atomic import atomic_path  # noqa: E402
-from nuwa.speed import speedup_figure  # noqa: E402
-from nuwa.speedcheck import run  # noqa: E402
-from nuwa.tables import write_table  # noqa: E402
+from nuwa.paper.table4 import speedup_figure  # noqa: E402
+from nuwa.paper.speed_check import run  # noqa: E402
+from nuwa.paper.tables import write_table  # noqa: E402
 
 c = sm.params.check
 rows, table = run(c["models"], c["alphas"], batch_sizes=c["batch_sizes"], runtimes=c["runtimes"],

@@ -1,5 +1,5 @@
 """Table 3 in miniature (by method and long), the derivation cost per method, and the headline
-numbers for `dvc metrics` (results/PROFILE/metrics.json). The builders are nuwa.summaries."""
+numbers for `dvc metrics` (results/PROFILE/metrics.json). The builders are nuwa.paper.table3."""
 import sys
 
 sm = snakemake  # noqa: F821
@@ -7,8 +7,8 @@ sys.path.insert(0, sm.scriptdir)
 from _common import read_json, start, write_json  # noqa: E402
 
 log = start(sm, "table3")
-from nuwa.summaries import BASE_FULL, BASE_SLICED, derivation_cost, table3_by_method, table3_long  # noqa: E402
-from nuwa.tables import write_table  # noqa: E402
+from nuwa.paper.table3 import BASE_FULL, BASE_SLICED, derivation_cost, table3_by_method, table3_long  # noqa: E402
+from nuwa.paper.tables import write_table  # noqa: E402
 
 metrics = [read_json(p) for p in sm.input.metrics]
 long = table3_long(metrics, zip(sm.params.pairs, (read_json(p) for p in sm.input.base)))

@@ -8,8 +8,8 @@ sys.path.insert(0, sm.scriptdir)
 from _common import start  # noqa: E402
 
 log = start(sm, "table4")
-from nuwa.speed import table4, speedup_figure  # noqa: E402
-from nuwa.tables import write_table  # noqa: E402
+from nuwa.paper.table4 import table4, speedup_figure  # noqa: E402
+from nuwa.paper.tables import write_table  # noqa: E402
 
 bench = pd.concat([pd.read_parquet(f) for f in sm.input.bench], ignore_index=True)
 table = table4(bench, pd.read_parquet(sm.input.table3))

@@ -13,10 +13,10 @@ from typing import Iterable
 import pandas as pd
 from tqdm import tqdm
 
-from .bench import bench_suite
-from .cost import count_flops, count_params
-from .model import EdgeViT
-from .summaries import BASE_FULL
+from ..bench import bench_suite
+from ..cost import count_flops, count_params
+from ..model import EdgeViT
+from .table3 import BASE_FULL
 
 # Paper Table 4 (DeiT-Base, ImageNet sub-tasks): speedup of NuWa's edge ViTs over the base.
 PAPER_SPEEDUP = {"gpu": {0.2: 1.29, 0.4: 1.47, 0.6: 1.84, 0.8: 2.79},
@@ -79,7 +79,7 @@ def speedup_figure(table: pd.DataFrame, path: str | Path, *, title: str) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .atomic import atomic_path
+    from ..atomic import atomic_path
 
     fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
     top = max(table.flops_ratio.max(), table.speedup.max(), 2.5) * 1.05 if len(table) else 3

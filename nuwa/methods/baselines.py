@@ -65,7 +65,3 @@ def derive_xpruner(base, base_dir, task, budget, opts, timer, seed):
     return _finish(model, sel, timer, dict(passes=passes, final_soft_cost_ratio=trace[-1] if trace else None,
                                            plans_evaluated=evaluated))
 
-
-METHODS = {"random": derive_random, "nvit": derive_nvit, "xpruner": derive_xpruner}
-
-__all__ = ["METHODS", "Selection", "global_ranking", "random_quantiles"]

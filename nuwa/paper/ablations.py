@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .sweep import NUWA_TECHNIQUE
+from .ablation_sweep import NUWA_TECHNIQUE
 
 DEFAULT_RATIO = (1.0, 5.0, 2.5)
 EXCLUDABLE = ("qk", "v", "mlp", "embed")

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .errors import NuwaError
+from ..errors import NuwaError
 
 
 def resolve_layers(layers: Sequence[int], depth: int) -> list[int]:
@@ -32,7 +32,7 @@ def cls_activations(model, ds: Any, layers: Sequence[int], *, limit: int | None 
                     desc: str | None = "neuron activations") -> tuple[dict[int, torch.Tensor], torch.Tensor]:
     """{0-based layer: (N, mlp_dim) float32 class-token activations} and the labels (N,), over the
     first `limit` samples of `ds` in order (so row n is sample n)."""
-    from .data import Preprocess, batches
+    from ..data import Preprocess, batches
 
     preprocess = Preprocess.for_config(model.config)
     store: dict[int, list[torch.Tensor]] = {l: [] for l in layers}

@@ -20,12 +20,12 @@ from typing import Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
-from . import cost
-from .errors import NuwaError
-from .model import EdgeViT
-from .prune import prune_embedding, prune_mlp, prune_qk, prune_v
-from .prune.rules import top_k
-from .svd import reparametrize
+from .. import cost
+from ..errors import NuwaError
+from ..model import EdgeViT
+from ..prune import prune_embedding, prune_mlp, prune_qk, prune_v
+from ..prune.rules import top_k
+from ..svd import reparametrize
 
 DIMS = ("qk", "v", "mlp", "embed")
 TECHNIQUES = {"qk": ("svd", "score"), "v": ("svd", "score"), "mlp": ("score",), "embed": ("score",)}

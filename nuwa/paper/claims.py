@@ -11,7 +11,7 @@ from typing import Callable
 
 import pandas as pd
 
-from .summaries import BASE_FULL, BASE_SLICED, shared_subtasks
+from .table3 import BASE_FULL, BASE_SLICED, shared_subtasks
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ def ablation_claims(summary: dict | None) -> list[Claim]:
 
 # ---- interpretation (Table 2 / Figs. 9-10, Fig. 2, Fig. 8) --------------------------------------------
 def neuron_claim(spread: pd.DataFrame | None) -> Claim:
-    from .neurons import deep_more_specific
+    from ..interpret.neurons import deep_more_specific
 
     statement = "MLP neurons of deep layers are more class-specific than those of shallow layers"
     holds, measured = (None, "not measured: no neuron table") if spread is None else deep_more_specific(spread)
@@ -212,7 +212,7 @@ def neuron_claim(spread: pd.DataFrame | None) -> Claim:
 
 
 def fig2_claim(table: pd.DataFrame | None) -> Claim:
-    from .taskspecific import finetuned_beats_larger
+    from .fig2 import finetuned_beats_larger
 
     statement = "a small base fine-tuned on a sub-task beats a larger base on it, for every sub-task size"
     holds, measured = (None, "not measured: no Fig. 2 table") if table is None else finetuned_beats_larger(table, MARGIN)

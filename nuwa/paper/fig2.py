@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import NuwaError
+from ..errors import NuwaError
 
 SMALL, LARGE, TUNED = "small base (sliced)", "large base (sliced)", "small base fine-tuned"
 

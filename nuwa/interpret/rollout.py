@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import NuwaError
+from ..errors import NuwaError
 
 
 def head_mean(attn: torch.Tensor) -> torch.Tensor:
@@ -57,7 +57,7 @@ def attention_maps(model, x: torch.Tensor, *, preprocess=None) -> dict[str, torc
     """Everything Fig. 8 draws for an `EdgeViT` and a uint8 or float batch `x`:
     `layers` (B, L, gh, gw): each layer's own head-mean class-token attention over the patches;
     `rollout` (B, gh, gw): the rollout through all layers; `logits` (B, classes)."""
-    from .data import Preprocess
+    from ..data import Preprocess
 
     cfg = model.config
     preprocess = preprocess or Preprocess.for_config(cfg)

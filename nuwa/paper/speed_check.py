@@ -17,8 +17,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .derivation import DeriveOptions
-from .speed import bench_models, table4
+from ..options import DeriveOptions
+from .table4 import bench_models, table4
 
 # Enough samples for every scoring step to run; few, because each DeiT-Base pass costs ~17.6 GMACs.
 CHECK_OPTIONS = dict(prune_depth=False, score_samples=32, embed_score_samples=64, layer_head_samples=128,
@@ -42,9 +42,9 @@ def run(models: Iterable[str], alphas: Iterable[float], *, batch_sizes: Iterable
     import timm
     import torch
 
-    from . import io
-    from .convert import from_timm
-    from .derivation import derive
+    from .. import io
+    from ..convert import from_timm
+    from ..derivation import derive
 
     opts = DeriveOptions.from_dict(CHECK_OPTIONS)
     rows = []

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .atomic import atomic_file, atomic_path
+from ..atomic import atomic_file, atomic_path
 
 
 def to_markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:

@@ -1,0 +1,100 @@
+"""The NuWa method (paper section 3): classifier slicing and depth by the per-layer classifiers
+(one-shot), Taylor head selection, SVD reparametrisation of query-key and value, then the
+adaptive stage that shrinks query-key/value sizes, MLP neurons and embedding dims together
+until the budget is met."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from .. import layer_classifiers as lc
+from ..base import base_embed_scores, base_layer_heads
+from ..importance import GroupScores, Taylor
+from ..model import EdgeViT
+from ..options import DeriveOptions
+from ..prune import prune_classifier, prune_depth, prune_heads, slice_head
+from ..schedule import Plan, materialise, search, select_heads
+from ..svd import reparametrize
+from ..task import SubTask
+
+
+def _slice_scores(scores: GroupScores, keep_heads: list[list[int]]) -> GroupScores:
+    return GroupScores(heads=[s[k] for s, k in zip(scores.heads, keep_heads)],
+                       qk=[s[k] for s, k in zip(scores.qk, keep_heads)],
+                       v=[s[k] for s, k in zip(scores.v, keep_heads)],
+                       neurons=scores.neurons, embed=scores.embed, passes=scores.passes)
+
+
+def depth_accuracies(base: EdgeViT, base_dir: Path | None, task: SubTask,
+                     opts: DeriveOptions) -> tuple[list[dict], list[float]]:
+    """The per-layer classifiers (cached beside the base) and their validation top-1 on the sub-task."""
+    from ..train import collect_cls_tokens
+
+    heads = base_layer_heads(base, base_dir, task, opts)
+    feats, labels = collect_cls_tokens(base, task.val, preprocess=task.preprocess, desc="depth features")
+    return heads, lc.accuracies(feats, labels, heads, task.classes, eps=base.config.norm_eps)
+
+
+def cut_depth(sliced: EdgeViT, keep: int, heads: list[dict], classes: list[int]) -> EdgeViT:
+    """The classifier-sliced model cut to `keep` layers, exiting through that layer's classifier."""
+    if keep >= sliced.config.depth:
+        return sliced
+    return prune_depth(sliced, keep, slice_head(heads[keep - 1], list(classes)))
+
+
+def one_shot(base: EdgeViT, base_dir: Path | None, task: SubTask, opts: DeriveOptions,
+             timer=None) -> tuple[EdgeViT, dict]:
+    """NuWa's one-shot stage: slice the classifier to the sub-task, then drop layers from the top
+    by the depth rule (rho_depth on the sliced per-layer classifiers' validation top-1)."""
+    timer = timer or _untimed
+    info: dict[str, Any] = {}
+    with timer("classifier"):
+        model = prune_classifier(base, task.classes)
+    with timer("depth"):
+        if opts.prune_depth and base.config.depth > 1:
+            heads, accs = depth_accuracies(base, base_dir, task, opts)
+            info["layer_val_top1"] = accs
+            model = cut_depth(model, lc.choose_depth(accs, opts.rho_depth), heads, task.classes)
+        info["depth"] = model.config.depth
+    return model, info
+
+
+@contextlib.contextmanager
+def _untimed(phase: str):
+    yield
+
+
+def derive_nuwa(base: EdgeViT, base_dir: Path | None, task: SubTask, budget, opts: DeriveOptions,
+                timer, seed: int) -> tuple[EdgeViT, dict]:
+    model, info = one_shot(base, base_dir, task, opts, timer)
+    passes = 0
+    with timer("importance"):
+        batches = task.batches(task.fit, opts.score_samples, seed=seed, batch_size=opts.batch_size,
+                               desc="importance")
+        scores = Taylor(microbatch=opts.taylor_microbatch)(model, batches)
+        passes += scores.passes
+    with timer("heads"):
+        keep_heads = select_heads(scores.heads, opts.rho_head) if opts.prune_heads else \
+            [list(range(l.num_heads)) for l in model.config.layers]
+        model = prune_heads(model, keep_heads)
+        scores = _slice_scores(scores, keep_heads)
+        info["heads_kept"] = keep_heads
+    with timer("embedding_scores"):
+        embed_scores, n = base_embed_scores(base, base_dir, task, opts)
+        passes += n
+    with timer("svd"):
+        rotated, spectra = reparametrize(model, "product" if opts.svd == "off" else opts.svd)
+    with timer("adaptive"):
+        use_svd = opts.svd != "off"
+        source = rotated if use_svd else model
+
+        def build(plan: Plan) -> EdgeViT:
+            return materialise(source, plan, svd=use_svd, scores=scores)
+
+        plan, evaluated = search(spectra, scores, embed_scores, opts.adaptive,
+                                 lambda plan: budget(plan.config(model.config), lambda: build(plan)))
+        pruned = build(plan)
+    info.update(iterations=plan.t, thresholds=plan.rho, sizes_exact=plan.exact, plans_evaluated=evaluated,
+                passes=passes)
+    return pruned, info

@@ -12,7 +12,7 @@ sys.path.insert(0, sm.scriptdir)
 from _common import model_dir, start  # noqa: E402
 
 log = start(sm, "fig2")
-from interpret_plot import plt, save  # noqa: E402
+from _interpret_plot import plt, save  # noqa: E402
 
 import nuwa  # noqa: E402
 from nuwa.cost import count_params  # noqa: E402

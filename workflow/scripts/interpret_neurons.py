@@ -9,7 +9,7 @@ sys.path.insert(0, sm.scriptdir)
 from _common import model_dir, start  # noqa: E402
 
 log = start(sm, "table2")
-from interpret_plot import plt, save, show_image  # noqa: E402
+from _interpret_plot import plt, save, show_image  # noqa: E402
 
 import nuwa  # noqa: E402
 from nuwa.data import open_split  # noqa: E402

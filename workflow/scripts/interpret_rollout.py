@@ -14,7 +14,7 @@ sys.path.insert(0, sm.scriptdir)
 from _common import start  # noqa: E402
 
 log = start(sm, "fig8")
-from interpret_plot import plt, save, show_image  # noqa: E402
+from _interpret_plot import plt, save, show_image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import nuwa  # noqa: E402

@@ -9,7 +9,7 @@ sys.path.insert(0, sm.scriptdir)
 from _common import model_dir, start  # noqa: E402
 
 log = start(sm, "fig11")
-from interpret_plot import class_colors, plt, save  # noqa: E402
+from _interpret_plot import class_colors, plt, save  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import nuwa  # noqa: E402

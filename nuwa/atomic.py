@@ -11,7 +11,9 @@ from typing import Iterator
 from .errors import NuwaError
 
 
-def _prepare_parent(path: Path) -> Path:
+def prepare_parent(path: Path) -> Path:
+    """Create `path`'s directory if need be and check it is writable, so a bad output place fails
+    before any work; returns the directory."""
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -31,7 +33,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NuwaError(f"{path}: exists and is not a directory")
-    parent = _prepare_parent(path)
+    parent = prepare_parent(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))
     try:
         yield tmp
@@ -52,7 +54,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 def atomic_file(path: str | Path, mode: str = "w") -> Iterator:
     """Open a temporary sibling file for writing; rename it onto `path` when the block ends."""
     path = Path(path)
-    parent = _prepare_parent(path)
+    parent = prepare_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=parent)
     try:
         with os.fdopen(fd, mode) as f:
@@ -71,7 +73,7 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path (for writers that want a file name, e.g. savefig, to_parquet)."""
     path = Path(path)
-    parent = _prepare_parent(path)
+    parent = prepare_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=parent)
     os.close(fd)
     try:

@@ -14,7 +14,7 @@ from . import layer_classifiers as lc
 from .errors import NuwaError
 from .importance import Taylor
 from .model import EdgeViT
-from .options import DeriveOptions
+from .options import EMBED_SCORE_KEY, LAYER_HEAD_KEY, DeriveOptions
 from .task import SubTask, open_base_data
 
 EMBED_FILE = "embed_scores.safetensors"
@@ -52,10 +52,10 @@ def prepare_base(model_dir: str | Path, data: str, *, options: DeriveOptions | N
 def base_layer_heads(base: EdgeViT, base_dir: Path | None, task: SubTask, opts: DeriveOptions) -> list:
     sha = lc.base_sha(base_dir) if base_dir is not None else None
     cache = base_dir / lc.FILE if (base_dir is not None and opts.cache) else None
-    key = f"{sha}:{opts.layer_head_samples}:{opts.layer_head_epochs}:{opts.split_seed}:{opts.val_fraction}"
+    key = cache_key(sha, opts, LAYER_HEAD_KEY)
     heads = lc.load(cache, key=key) if cache is not None else None
     if heads is None:
-        from .train import collect_cls_tokens
+        from .evaluate import collect_cls_tokens
 
         feats, labels = collect_cls_tokens(base, task.fit_all, preprocess=task.preprocess,
                                            limit=opts.layer_head_samples, desc="layer-head features")
@@ -73,7 +73,7 @@ def base_embed_scores(base: EdgeViT, base_dir: Path | None, task: SubTask, opts:
 
     sha = lc.base_sha(base_dir) if base_dir is not None else None
     cache = base_dir / EMBED_FILE if (base_dir is not None and opts.cache) else None
-    key = f"{sha}:{opts.embed_score_samples}:{opts.taylor_microbatch}:{opts.split_seed}:{opts.val_fraction}"
+    key = cache_key(sha, opts, EMBED_SCORE_KEY)
     if cache is not None and cache.is_file():
         from safetensors import safe_open
 
@@ -87,6 +87,12 @@ def base_embed_scores(base: EdgeViT, base_dir: Path | None, task: SubTask, opts:
         with atomic_path(cache) as tmp:
             save_file({"embed": scores.embed.contiguous()}, str(tmp), metadata={"key": key})
     return scores.embed, scores.passes
+
+
+def cache_key(sha: str | None, opts: DeriveOptions, names: tuple[str, ...]) -> str:
+    """The key a cache is stored under: the base's hash, then the values of the options that built
+    it, joined by colons."""
+    return ":".join(f"{v}" for v in (sha, *(getattr(opts, n) for n in names)))
 
 
 def _writable(path: Path) -> bool:

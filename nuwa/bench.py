@@ -82,7 +82,8 @@ class _PeakRSS:
         return None if self.start is None else (self.peak - self.start) / 2**20
 
 
-def _onnx_session(path: Path, threads: int | None, profile_prefix: str | None = None):
+def onnx_session(path: Path, threads: int | None, profile_prefix: str | None = None):
+    """An ONNX Runtime CPU session with all graph optimisations; `threads` pins the intra-op threads."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -100,7 +101,7 @@ def _onnx_runner(model: EdgeViT, x: torch.Tensor, threads: int | None, onnx_path
 
     with tempfile.TemporaryDirectory() as d:
         # The export has a dynamic batch axis, so one file serves every batch size of a suite.
-        sess = _onnx_session(onnx_path or export_onnx(model, Path(d) / "model.onnx"), threads)
+        sess = onnx_session(onnx_path or export_onnx(model, Path(d) / "model.onnx"), threads)
     feed = {"images": x.numpy()}
     return lambda: sess.run(None, feed)
 
@@ -209,7 +210,7 @@ def onnx_op_profile(model: EdgeViT, *, batch_size: int = 16, threads: int | None
     cfg = model.config
     x = torch.randn(batch_size, cfg.in_chans, *cfg.img_size, generator=torch.Generator().manual_seed(0)).numpy()
     with tempfile.TemporaryDirectory() as d:
-        sess = _onnx_session(export_onnx(model.eval(), Path(d) / "model.onnx"), threads, str(Path(d) / "prof"))
+        sess = onnx_session(export_onnx(model.eval(), Path(d) / "model.onnx"), threads, str(Path(d) / "prof"))
         sess.run(None, {"images": x})
         for _ in range(repeats):
             sess.run(None, {"images": x})

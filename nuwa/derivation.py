@@ -14,7 +14,6 @@ reported validation accuracy use the validation part of the sub-task's classes.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,9 +23,8 @@ from . import cost, io
 from .base import load_base
 from .errors import NuwaError
 from .model import EdgeViT
-from .options import METRICS, DeriveOptions
+from .options import DeriveOptions, check_recovery, check_request
 from .methods import METHODS
-from .recovery import RECOVERIES
 from .task import open_base_data, open_subtask
 
 
@@ -41,24 +39,6 @@ class PhaseTimer:
             yield
         finally:
             self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
-
-
-def check_request(*, rate, metric, latency_ms, method, recovery, finetune_epochs, methods) -> None:
-    """Validate the cheap arguments before any heavy work (one clear error naming the value)."""
-    if (rate is None) == (latency_ms is None):
-        raise NuwaError("give exactly one of a pruning rate (--rate) or a latency budget (--latency-ms)")
-    if rate is not None and not (isinstance(rate, (int, float)) and math.isfinite(rate) and 0 < rate < 1):
-        raise NuwaError(f"rate {rate!r} must be a number in the open interval (0, 1)")
-    if latency_ms is not None and not (math.isfinite(latency_ms) and latency_ms > 0):
-        raise NuwaError(f"latency budget {latency_ms!r} ms must be a positive number")
-    if metric not in METRICS:
-        raise NuwaError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
-    if method not in methods:
-        raise NuwaError(f"unknown method {method!r}; expected one of {', '.join(sorted(methods))}")
-    if recovery not in RECOVERIES:
-        raise NuwaError(f"unknown recovery {recovery!r}; expected one of {', '.join(RECOVERIES)}")
-    if finetune_epochs < 0:
-        raise NuwaError(f"fine-tuning epochs {finetune_epochs} must be >= 0")
 
 
 class Budget:
@@ -112,20 +92,18 @@ def derive(
     the gmm's class names."""
     opts = (options or DeriveOptions()).validate()
     check_request(rate=rate, metric=metric, latency_ms=latency_ms, method=method, recovery=recovery,
-                  finetune_epochs=finetune_epochs, methods=METHODS)
-    from .train import evaluate, seed_everything
+                  finetune_epochs=finetune_epochs, classes=classes, subtask=subtask, proxy_gmm=proxy_gmm)
+    from .evaluate import evaluate
+    from .train import seed_everything
 
-    if classes is not None and subtask is not None or (proxy_gmm is None and classes is None and subtask is None):
-        # With proxy_gmm neither is needed: the classes default to the gmm's class names.
-        raise NuwaError("give exactly one of --classes or --subtask" + ("" if proxy_gmm else " (or --proxy-gmm)"))
     if subtask is not None:
         from .subtasks import lookup
 
         classes = lookup(subtask, data)
     if out is not None:
-        from .atomic import _prepare_parent
+        from .atomic import prepare_parent
 
-        _prepare_parent(Path(out))  # fail on an unwritable place before hours of work
+        prepare_parent(Path(out))  # fail on an unwritable place before hours of work
     seed_everything(seed)
     timer = PhaseTimer()
     with timer("load"):
@@ -195,17 +173,15 @@ def finetune_dir(model_dir: str | Path, data: str, *, epochs: int = 5, seed: int
     `out` with its report extended by the recovery's parameters, history and seconds. `limit`
     caps the training samples per epoch (a fresh random subset each epoch; None: all). distill and
     closed-form need the base: `base`, else the base directory the derive report names."""
-    from .recovery import RECOVERIES, recover, trained_epochs
-    from .train import evaluate, seed_everything
+    from .recovery import recover, trained_epochs
+    from .evaluate import evaluate
+    from .train import seed_everything
 
     opts = (options or DeriveOptions()).validate()
-    if epochs < 0:
-        raise NuwaError(f"fine-tuning epochs {epochs} must be >= 0")
-    if recovery not in RECOVERIES:
-        raise NuwaError(f"unknown recovery {recovery!r}; expected one of {', '.join(RECOVERIES)}")
-    from .atomic import _prepare_parent
+    check_recovery(recovery, epochs)
+    from .atomic import prepare_parent
 
-    _prepare_parent(Path(out))
+    prepare_parent(Path(out))
     model = io.load(model_dir)
     cfg = model.config
     if cfg.classes is None:

@@ -7,15 +7,19 @@ own final norm and head. A sub-task slices all of them to its classes (no retrai
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from .atomic import atomic_path
 from .errors import NuwaError
 from .io import sha256_file
+from .loop_utils import check_labels, check_number, check_positive_int, progress
 from .model import EdgeViT
 
 FILE = "layer_heads.safetensors"
@@ -29,11 +33,92 @@ def final_head(model: EdgeViT) -> dict[str, torch.Tensor]:
 def build(model: EdgeViT, features: list[torch.Tensor], labels: torch.Tensor, *, epochs: int = 30,
           seed: int = 0) -> list[dict[str, torch.Tensor]]:
     """Train layers 1..L-1 on cached class-token features; layer L is the model's own classifier."""
-    from .train import train_linear_heads
-
     heads = train_linear_heads(features[:-1], labels, model.config.num_classes, epochs=epochs, seed=seed,
                                norm_eps=model.config.norm_eps) if len(features) > 1 else []
     return [{k: v.detach().float() for k, v in h.items()} for h in heads] + [final_head(model)]
+
+
+def _check_features(features: list[torch.Tensor], labels: torch.Tensor, num_classes: int) -> None:
+    if not features:
+        raise NuwaError("train_linear_heads: no feature layers given")
+    shape = tuple(features[0].shape)
+    if len(shape) != 2 or shape[0] == 0:
+        raise NuwaError(f"train_linear_heads: features must be non-empty (N, d) tensors, got {shape}")
+    for l, f in enumerate(features):
+        if tuple(f.shape) != shape:
+            raise NuwaError(f"train_linear_heads: layer {l} features have shape {tuple(f.shape)}, layer 0 {shape}")
+    if tuple(labels.shape) != (shape[0],):
+        raise NuwaError(f"train_linear_heads: {tuple(labels.shape)} labels for {shape[0]} feature rows")
+    check_positive_int("num_classes", num_classes)
+    check_labels(labels, num_classes)
+
+
+def train_linear_heads(
+    features: list[torch.Tensor],
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    epochs: int = 30,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-4,
+    batch_size: int = 512,
+    seed: int = 0,
+    norm_eps: float = 1e-6,
+    desc: str | None = "layer heads",
+) -> list[dict[str, torch.Tensor]]:
+    """One LayerNorm(d) + Linear(d, C) classifier per layer on cached features.
+
+    The backbone is frozen, so this is cheap: all layers train together as one batched
+    (stacked) problem, each with its own loss term (summed, so the layers do not interact).
+    AdamW (decay on the head weights only) with a cosine schedule; zero-initialised heads and
+    a seeded order make the result deterministic. Returns per layer {"norm.weight",
+    "norm.bias", "head.weight", "head.bias"}.
+    """
+    from .train import cosine_lr
+
+    _check_features(features, labels, num_classes)
+    check_positive_int("epochs", epochs, minimum=0)
+    check_number("lr", lr, low=0.0, strict=True)
+    check_number("weight_decay", weight_decay, low=0.0, strict=False)
+    check_positive_int("batch_size", batch_size)
+    L, (N, d) = len(features), features[0].shape
+    norm_w = nn.Parameter(torch.ones(L, 1, d))
+    norm_b = nn.Parameter(torch.zeros(L, 1, d))
+    head_w = nn.Parameter(torch.zeros(L, d, num_classes))  # stored transposed for bmm
+    head_b = nn.Parameter(torch.zeros(L, 1, num_classes))
+    optimizer = torch.optim.AdamW([dict(params=[head_w], weight_decay=weight_decay),
+                                   dict(params=[norm_w, norm_b, head_b], weight_decay=0.0)], lr=lr)
+    steps_per_epoch = math.ceil(N / batch_size)
+    schedule = dict(total_steps=epochs * steps_per_epoch, warmup_steps=0, base_lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    labels = labels.to(torch.int64)
+    step = 0
+    bar = progress(epochs * N, desc)
+    try:
+        for _ in range(epochs):
+            order = torch.randperm(N, generator=gen)
+            for start in range(0, N, batch_size):
+                idx = order[start:start + batch_size]
+                x = torch.stack([f[idx].float() for f in features])  # (L, B, d), batch by batch: no full copy
+                y = labels[idx]
+                for group in optimizer.param_groups:
+                    group["lr"] = cosine_lr(step, **schedule)
+                z = F.layer_norm(x, (d,), eps=norm_eps) * norm_w + norm_b
+                logits = torch.baddbmm(head_b, z, head_w)  # (L, B, C)
+                loss = F.cross_entropy(logits.reshape(-1, num_classes), y.repeat(L), reduction="sum") / len(y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                bar.update(len(y))
+                bar.set_postfix(loss=f"{float(loss.detach()) / L:.4f}", refresh=False)
+    finally:
+        bar.close()
+    return [
+        {"norm.weight": norm_w[l, 0].detach().clone(), "norm.bias": norm_b[l, 0].detach().clone(),
+         "head.weight": head_w[l].detach().T.contiguous(), "head.bias": head_b[l, 0].detach().clone()}
+        for l in range(L)
+    ]
 
 
 def save(path: str | Path, heads: list[dict[str, torch.Tensor]], *, key: str, meta: dict) -> None:

@@ -1,6 +1,7 @@
-"""Every knob of a derivation, defined once: `DeriveOptions` (the paper's values as defaults)
-and its validation. The CLI flags, the workflow's parameter schema and its per-stage key subsets
-are read from, or checked against, this dataclass."""
+"""Every knob of a derivation, defined once: `DeriveOptions` (the paper's values as defaults),
+its validation, and the cheap checks of a derive request. The CLI flags (a field's `flag`
+metadata), the workflow's parameter schema and its per-stage key subsets are read from, or
+checked against, this module. Pure Python: the CLI rejects a bad argument before torch loads."""
 from __future__ import annotations
 
 import math
@@ -9,15 +10,54 @@ from typing import Any
 
 from .errors import NuwaError
 
+# The names a request may use, known without importing the code behind them (nuwa.methods and
+# nuwa.recovery check their registries against these).
+METHOD_NAMES = ("nuwa", "random", "nvit", "xpruner")
+RECOVERY_NAMES = ("finetune", "distill", "closed-form", "none")
+METRICS = ("params", "flops")
 ADAPTIVE_DIMS = ("qk", "v", "mlp", "embed")
+SVD_CHOICES = ("product", "joint", "off")  # off: score-based query-key/value selection
+LATENCY_RUNTIMES = ("torch", "onnx")
+PROXY_SELECTS = ("stratified", "top")  # per-component quotas | best log-likelihoods (nuwa.proxy.select)
+DEFAULT_GAMMA_RATIO = (1.0, 5.0, 2.5)  # the paper's decay ratio qkv : exp : emb
+
+# The options each per-base cache is keyed by, after the base's hash and in this order (the keys of
+# files already written depend on it), and the fit/validation split of the base's training data.
+SPLIT_KEYS = ("split_seed", "val_fraction")
+_LAYER_HEADS = ("layer_head_samples", "layer_head_epochs")
+_EMBED_SCORES = ("embed_score_samples", "taylor_microbatch")
+LAYER_HEAD_KEY = _LAYER_HEADS + SPLIT_KEYS
+EMBED_SCORE_KEY = _EMBED_SCORES + SPLIT_KEYS
+# What `nuwa prepare` reads: both keys and the scoring batch. The workflow hands exactly these to
+# its prepare stage, in this order (Snakemake compares a rule's recorded params by their repr).
+CACHE_KEYS = _LAYER_HEADS + _EMBED_SCORES + SPLIT_KEYS + ("batch_size",)
+
+# DeriveOptions fields that params.yaml's `derive:` leaves out (its schema, $defs/derive_options,
+# lists every other field), with the profile key that sets each instead; None: the workflow never does.
+WORKFLOW_ELSEWHERE = {
+    "finetune_lr": "finetune.lr", "weight_decay": "finetune.weight_decay",
+    **{k: f"extensions.recovery.{k}" for k in ("ridge", "calib_samples", "distill_tau", "distill_alpha",
+                                               "distill_feature_weight")},
+    "proxy_samples": "extensions.proxy.proxy_samples",
+    "proxy_quantile": None,  # the proxy regime sets proxy_samples, which excludes it
+    "cache": None,  # the stages rely on the per-base caches `nuwa prepare` builds
+}
+
+
+def _flagged(default: Any, *, help: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """A field with a CLI flag --NAME-WITH-DASHES (nuwa.cli.add_option_flags), typed by the
+    field's annotation: int a count >= 1, float a number, tuple a comma-separated list."""
+    return field(default=default, metadata=dict(flag=True, help=help, choices=choices))
 
 
 @dataclass
 class AdaptiveOptions:
-    gamma_qkv: float = 0.01
-    gamma_ratio: tuple[float, float, float] = (1.0, 5.0, 2.5)  # qkv : exp : emb
-    round_to: int = 8
-    exclude: tuple[str, ...] = ()  # dims left unpruned (ablation, Table 5)
+    gamma_qkv: float = _flagged(0.01)
+    gamma_ratio: tuple[float, float, float] = DEFAULT_GAMMA_RATIO  # qkv : exp : emb
+    round_to: int = _flagged(8)
+    # dims left unpruned (ablation, Table 5)
+    exclude: tuple[str, ...] = _flagged(
+        (), help=f"adaptive dims left unpruned: any of {','.join(ADAPTIVE_DIMS)}")
     global_ranking: bool = True  # neurons ranked across layers (False: same share per layer, Table 6)
     max_iters: int = 10_000
     # Bisect between the last over-budget iteration and the first within budget (keeping the
@@ -25,47 +65,50 @@ class AdaptiveOptions:
     # whole iteration (and a rounding step) beyond it. False: the paper's integer iterations.
     refine_steps: int = 12
 
-METRICS = ("params", "flops")
-
 
 @dataclass
 class DeriveOptions:
     """Every knob of a derivation, with the paper's values as defaults."""
 
-    rho_depth: float = 0.95
-    rho_head: float = 0.90
+    rho_depth: float = _flagged(0.95)
+    rho_head: float = _flagged(0.90)
     adaptive: AdaptiveOptions = field(default_factory=AdaptiveOptions)
-    svd: str = "product"  # product | joint | off (score-based query-key/value selection)
+    svd: str = _flagged("product", choices=SVD_CHOICES)
     prune_depth: bool = True
     prune_heads: bool = True
-    taylor_microbatch: int = 1  # 1 = per-sample expectation (Eq. 4)
-    score_samples: int = 512  # sub-task samples for importance scores
+    taylor_microbatch: int = _flagged(1)  # 1 = per-sample expectation (Eq. 4)
+    score_samples: int = _flagged(512)  # sub-task samples for importance scores
     embed_score_samples: int = 2048  # all-class samples for embedding scores (once per base)
     layer_head_samples: int = 10_000  # all-class samples for per-layer classifiers (once per base)
     layer_head_epochs: int = 30
-    val_fraction: float = 0.1
+    val_fraction: float = _flagged(0.1)
     split_seed: int = 0
-    batch_size: int = 64  # scoring and fine-tuning batch
+    batch_size: int = _flagged(64)  # scoring and fine-tuning batch
     finetune_lr: float = 1e-4
     weight_decay: float = 0.05
     # Recovery --recovery closed-form | distill (nuwa.recovery). ridge: penalty per calibration token,
-    # relative to the inputs' mean variance, so one value suits every layer (RidgeStats.solve).
-    ridge: float = 1e-3
-    calib_samples: int = 256  # sub-task fit images for the closed-form refit
-    distill_tau: float = 1.0  # DeiT soft distillation temperature
-    distill_alpha: float = 0.5  # weight of the distillation term, (1 - alpha) on the labels
-    distill_feature_weight: float = 0.0  # exit class-token mimicking (relative MSE); 0 = off
-    latency_batch: int = 1
-    latency_runtime: str = "torch"
+    # relative to the inputs' mean variance, so one value suits every layer (RidgeStats.solve);
+    # calib_samples: sub-task fit images for the closed-form refit. distill: DeiT soft distillation
+    # at temperature tau, alpha its weight ((1 - alpha) on the labels), plus exit class-token
+    # mimicking (relative MSE) weighted by feature_weight (0 = off).
+    ridge: float = _flagged(1e-3, help="closed-form recovery: ridge, relative to input variance (1e-3)")
+    calib_samples: int = _flagged(256, help="closed-form recovery: calibration images (256)")
+    distill_tau: float = _flagged(1.0, help="distill recovery: temperature (1.0)")
+    distill_alpha: float = _flagged(0.5, help="distill recovery: weight of the teacher term (0.5)")
+    distill_feature_weight: float = _flagged(
+        0.0, help="distill recovery: weight of exit class-token mimicking (0 = off)")
+    latency_batch: int = _flagged(1)
+    latency_runtime: str = _flagged("torch", choices=LATENCY_RUNTIMES)
     latency_threads: int | None = None
     latency_margin: float = 0.05  # a candidate must beat the latency budget by this share
     xpruner: dict[str, Any] | None = None  # MaskOptions for the X-Pruner baseline (steps, lr, penalty, init)
     cache: bool = True  # cache per-base artefacts (layer heads, embedding scores) in the base directory
     # Proxy derivation (derive(..., proxy_gmm=...)): how many top-scoring public samples to keep,
     # as a count or a share of the pool; neither: as many as the pool holds of the classes.
-    proxy_samples: int | None = None
-    proxy_quantile: float | None = None
-    proxy_select: str = "stratified"  # stratified (per-component quotas) | top (nuwa.proxy.select)
+    proxy_samples: int | None = _flagged(None, help="keep this many top-scoring public samples")
+    proxy_quantile: float | None = _flagged(None, help="keep this share of the pool (default: class share)")
+    proxy_select: str = _flagged("stratified", choices=PROXY_SELECTS,
+                                 help="stratified: per-component quotas (default); top: best log-likelihoods overall")
 
     def validate(self) -> "DeriveOptions":
         """One clear error naming the first bad option."""
@@ -83,7 +126,7 @@ class DeriveOptions:
         need(isinstance(a.round_to, int) and a.round_to >= 1, "round_to", a.round_to, "must be an integer >= 1")
         bad = [d for d in a.exclude if d not in ADAPTIVE_DIMS]
         need(not bad, "exclude", bad, f"must name dims among {', '.join(ADAPTIVE_DIMS)}")
-        need(self.svd in ("product", "joint", "off"), "svd", self.svd, "must be product, joint or off")
+        need(self.svd in SVD_CHOICES, "svd", self.svd, f"must be {_one_of(SVD_CHOICES)}")
         for name in ("taylor_microbatch", "score_samples", "embed_score_samples", "layer_head_samples",
                      "batch_size", "latency_batch"):
             v = getattr(self, name)
@@ -98,8 +141,8 @@ class DeriveOptions:
              "proxy_quantile", self.proxy_quantile, "must be in (0, 1]")
         need(self.proxy_samples is None or self.proxy_quantile is None, "proxy_quantile", self.proxy_quantile,
              f"and proxy_samples={self.proxy_samples!r} exclude each other; give one")
-        need(self.proxy_select in ("stratified", "top"), "proxy_select", self.proxy_select,
-             "must be stratified or top")
+        need(self.proxy_select in PROXY_SELECTS, "proxy_select", self.proxy_select,
+             f"must be {_one_of(PROXY_SELECTS)}")
         need(self.finetune_lr > 0, "finetune_lr", self.finetune_lr, "must be > 0")
         need(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
         for name in ("ridge", "distill_feature_weight"):
@@ -113,7 +156,8 @@ class DeriveOptions:
              and self.calib_samples >= 1, "calib_samples", self.calib_samples, "must be an integer >= 1")
         need(isinstance(self.latency_margin, (int, float)) and 0 <= self.latency_margin < 1, "latency_margin",
              self.latency_margin, "must be in [0, 1)")
-        need(self.latency_runtime in ("torch", "onnx"), "latency_runtime", self.latency_runtime, "must be torch or onnx")
+        need(self.latency_runtime in LATENCY_RUNTIMES, "latency_runtime", self.latency_runtime,
+             f"must be {_one_of(LATENCY_RUNTIMES)}")
         return self
 
     @classmethod
@@ -128,6 +172,37 @@ class DeriveOptions:
         if unknown:
             raise NuwaError(f"unknown derive option(s) {unknown}")
         return cls(adaptive=adaptive, **d).validate()
+
+
+def check_request(*, rate, metric, latency_ms, method, recovery, finetune_epochs, classes, subtask,
+                  proxy_gmm) -> None:
+    """Validate the cheap arguments of a derivation before any heavy work (one clear error naming
+    the value): the CLI calls this before it imports torch, `derive` again."""
+    if (rate is None) == (latency_ms is None):
+        raise NuwaError("give exactly one of a pruning rate (--rate) or a latency budget (--latency-ms)")
+    if rate is not None and not (isinstance(rate, (int, float)) and math.isfinite(rate) and 0 < rate < 1):
+        raise NuwaError(f"rate {rate!r} must be a number in the open interval (0, 1)")
+    if latency_ms is not None and not (math.isfinite(latency_ms) and latency_ms > 0):
+        raise NuwaError(f"latency budget {latency_ms!r} ms must be a positive number")
+    if metric not in METRICS:
+        raise NuwaError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    if method not in METHOD_NAMES:
+        raise NuwaError(f"unknown method {method!r}; expected one of {', '.join(sorted(METHOD_NAMES))}")
+    check_recovery(recovery, finetune_epochs)
+    if classes is not None and subtask is not None or (proxy_gmm is None and classes is None and subtask is None):
+        # With proxy_gmm neither is needed: the classes default to the gmm's class names.
+        raise NuwaError("give exactly one of --classes or --subtask" + ("" if proxy_gmm else " (or --proxy-gmm)"))
+
+
+def check_recovery(recovery: str, epochs: int) -> None:
+    if recovery not in RECOVERY_NAMES:
+        raise NuwaError(f"unknown recovery {recovery!r}; expected one of {', '.join(RECOVERY_NAMES)}")
+    if epochs < 0:
+        raise NuwaError(f"fine-tuning epochs {epochs} must be >= 0")
+
+
+def _one_of(names: tuple[str, ...]) -> str:
+    return f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _finite(v: Any) -> bool:

@@ -20,9 +20,10 @@ def pretrain(model: str, data: str, *, out: str | Path, epochs: int = 4, img_siz
              weight_decay: float = 0.05, batch_size: int = 128, warmup_epochs: float = 0.5, seed: int = 0,
              checkpoint: str | Path | None = None, pretrained: bool = False, limit: int | None = None,
              augment: bool = True) -> tuple[Any, dict]:
-    from .atomic import _prepare_parent
+    from .atomic import prepare_parent
     from .data import open_split, probe
-    from .train import evaluate, fit, seed_everything
+    from .evaluate import evaluate
+    from .train import fit, seed_everything
 
     for name, v in dict(epochs=epochs, batch_size=batch_size).items():
         if v < (0 if name == "epochs" else 1):
@@ -38,7 +39,7 @@ def pretrain(model: str, data: str, *, out: str | Path, epochs: int = 4, img_siz
     if not (math.isfinite(weight_decay) and weight_decay >= 0):
         raise NuwaError(f"--weight-decay {weight_decay} must be a finite non-negative number")
     check_model_name(model)
-    _prepare_parent(Path(out))
+    prepare_parent(Path(out))
     seed_everything(seed)
     info = probe(data)
     size = img_size or (info.img_size[0] if info.img_size else None)

@@ -3,7 +3,6 @@ from small fixture inputs, and the Snakemake rules run for real on the `test` pr
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -197,8 +196,7 @@ def test_summary_says_when_a_claim_does_not_hold():
 
 
 # ---- the rules --------------------------------------------------------------------------------------
-sys.path.insert(0, str(ROOT / "tests"))
-from test_workflow import SNAKEMAKE, copy_repo, run, scheduled_jobs  # noqa: E402
+from tests.test_workflow import SNAKEMAKE, run, scheduled_jobs  # noqa: E402
 
 
 def _scheduled(*args: str) -> dict[str, int]:
@@ -224,10 +222,10 @@ def test_default_and_paper_profiles_schedule_each_ablation_run_once():
 
 
 @pytest.fixture(scope="module")
-def ablated(tmp_path_factory) -> Path:
-    repo = copy_repo(tmp_path_factory.mktemp("ablations") / "repo")
-    run([SNAKEMAKE, "ablations", "--profile", "workflow/profiles/default", "--config", "profile=test"], repo)
-    return repo
+def ablated(built) -> Path:
+    """The session's `test` profile build (tests/conftest.py `built`): its default target includes
+    `ablations`, so this is what `snakemake ablations` builds, and more."""
+    return built[0]
 
 
 def test_the_test_profile_builds_the_ablation_tables_figures_and_summary(ablated):
@@ -257,7 +255,8 @@ def test_the_test_profile_builds_the_ablation_tables_figures_and_summary(ablated
     assert len(list((ablated / "models/test/ablations").rglob("finetuned/model.safetensors"))) == 9
 
 
-def test_ablation_figures_are_byte_identical_when_rebuilt(ablated):
+def test_ablation_figures_are_byte_identical_when_rebuilt(built_copy):
+    ablated = built_copy
     figs = sorted((ablated / "results/test/figures").glob("fig*_*.png"))
     before = {f.name: f.read_bytes() for f in figs}
     run([SNAKEMAKE, "ablations", "--cores", "1", "--forcerun", "ablation_fig7", "ablation_fig12", "--config",

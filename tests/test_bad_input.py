@@ -1,4 +1,4 @@
-"""Bad input everywhere (issue 8, item 4): every case is one line naming the value, exit status 2,
+"""Bad input everywhere: every case is one line naming the value, exit status 2,
 and nothing half-written. Derive's own cases (rates, classes, methods, latency budgets, options)
 are in test_derive.py; params.yaml's in test_workflow.py. These cover the other commands and the
 data and model files themselves.
@@ -19,7 +19,22 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 def cli(*args: object) -> subprocess.CompletedProcess:
+    """`nuwa ARGS` in its own process (the contract as a shell sees it)."""
     return subprocess.run([sys.executable, "-m", "nuwa.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def cli_in_process(capfd, *args: object) -> tuple[int, str]:
+    """`nuwa ARGS` in this process: `python -m nuwa.cli` is `sys.exit(main())`, so (exit status,
+    stderr) are the command's, without a new interpreter's imports per case. capfd: what is
+    written at the file-descriptor level counts too."""
+    from nuwa.cli import main
+
+    capfd.readouterr()
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    return code, capfd.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -107,18 +122,40 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("argv, needle", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_exit_2_and_nothing_written(files, tmp_path, argv, needle):
+def _argv(files, tmp_path, argv):
     fill = dict({k: str(v) for k, v in files.items()}, out=str(tmp_path))
     argv = [a.format(**fill) for a in argv]
     if argv[0] in ("pretrain", "finetune") and "--out" not in argv:
         argv += ["--out", str(tmp_path / "model")]
-    r = cli(*argv)
-    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
-    assert "Traceback" not in r.stderr, r.stderr
-    assert needle.format(**fill).lower() in lines[-1].lower(), lines[-1]
+    return argv, fill
+
+
+def _assert_one_line_exit_2_nothing_written(code, stderr, needle, tmp_path):
+    assert code == 2, (code, stderr[-2000:])
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    assert "Traceback" not in stderr, stderr
+    assert needle.lower() in lines[-1].lower(), lines[-1]
     assert list(tmp_path.iterdir()) == [], "nothing half-written"
+
+
+@pytest.mark.parametrize("argv, needle", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(files, tmp_path, capfd, argv, needle):
+    argv, fill = _argv(files, tmp_path, argv)
+    code, stderr = cli_in_process(capfd, *argv)
+    _assert_one_line_exit_2_nothing_written(code, stderr, needle.format(**fill), tmp_path)
+
+
+SHELL_CASES = ("corrupt npz archive", "eval: truncated weights", "negative epochs")
+
+
+@pytest.mark.parametrize("argv, needle", [c[1:] for c in CASES if c[0] in SHELL_CASES],
+                         ids=[c[0] for c in CASES if c[0] in SHELL_CASES])
+def test_bad_input_from_a_shell_is_one_line_exit_2_and_nothing_written(files, tmp_path, argv, needle):
+    """The same contract from a separate `python -m nuwa.cli` process: a broken data file, a broken
+    model file, a bad value."""
+    argv, fill = _argv(files, tmp_path, argv)
+    r = cli(*argv)
+    _assert_one_line_exit_2_nothing_written(r.returncode, r.stderr, needle.format(**fill), tmp_path)
 
 
 def test_there_are_at_least_thirty_bad_inputs_across_the_suites():

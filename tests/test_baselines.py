@@ -8,12 +8,12 @@ from nuwa.options import DeriveOptions
 from nuwa.derivation import derive
 from nuwa.importance import GroupScores
 
-from .test_derive import FAST, base_dir, npz  # noqa: F401  (module-scoped fixtures: one tiny base)
+from .test_derive import FAST  # `npz` and `base_dir` are session fixtures (tests/conftest.py)
 
 
 @pytest.mark.parametrize("method", ["random", "nvit", "xpruner"])
 @pytest.mark.parametrize("alpha", [0.2, 0.5, 0.8])
-def test_each_baseline_reaches_the_rate_within_a_few_points(base_dir, npz, method, alpha):  # noqa: F811
+def test_each_baseline_reaches_the_rate_within_a_few_points(base_dir, npz, method, alpha):
     opts = DeriveOptions(**FAST, xpruner=dict(steps=20))
     model, report = derive(base_dir, npz, classes=[0, 3, 5], rate=alpha, method=method, recovery="none",
                            options=opts)
@@ -24,7 +24,7 @@ def test_each_baseline_reaches_the_rate_within_a_few_points(base_dir, npz, metho
     assert passes == {"random": 0, "nvit": FAST["score_samples"], "xpruner": 20}[method]
 
 
-def test_derivation_never_opens_the_test_split(base_dir, npz, monkeypatch):  # noqa: F811
+def test_derivation_never_opens_the_test_split(base_dir, npz, monkeypatch):
     import nuwa.data as data
 
     opened = []

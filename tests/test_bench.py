@@ -1,4 +1,4 @@
-"""Hardware benchmarks (issue 6): what `nuwa bench` and the Table 4 builder measure and compute.
+"""Hardware benchmarks: what `nuwa bench` and the Table 4 builder measure and compute.
 
 Speed itself is a benchmark result (results/*/tables/table4.*, results/speed/), never asserted
 here: these tests pin the bookkeeping -- rows per runtime and batch, the speedup and FLOPs-bound
@@ -60,20 +60,31 @@ def test_bad_bench_arguments_are_named(tiny, kw, needle):
         measure_latency(nuwa.load(tiny), repeats=1, **kw)
 
 
-def test_the_cli_prints_one_flat_object_for_one_case_and_a_list_for_several(tiny):
-    def bench(*args):
-        return subprocess.run([sys.executable, "-m", "nuwa.cli", "bench", "--model", str(tiny), "--repeats", "2",
-                               "--warmup", "0", *args], capture_output=True, text=True)
-
-    one = json.loads(bench().stdout.strip().splitlines()[-1])
+def test_the_cli_prints_one_flat_object_for_one_case_and_a_list_for_several(tiny, capfd):
+    common = ["bench", "--model", str(tiny), "--repeats", "2", "--warmup", "0"]
+    # From a shell: its own process, the JSON object on stdout's last line.
+    r = subprocess.run([sys.executable, "-m", "nuwa.cli", *common], capture_output=True, text=True)
+    one = json.loads(r.stdout.strip().splitlines()[-1])
     assert one["runtime"] == "torch" and one["batch_size"] == 1 and one["params"] > 0 and one["flops"] > 0
-    several = json.loads(bench("--runtime", "torch,onnx", "--batch-size", "1,3").stdout.strip().splitlines()[-1])
-    assert [(r["runtime"], r["batch_size"]) for r in several["results"]] == [
+
+    def bench(*args):  # the rest in this process (`python -m nuwa.cli` is `sys.exit(main())`)
+        from nuwa.cli import main
+
+        capfd.readouterr()
+        try:
+            code = main([*common, *args])
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
+        return code, *capfd.readouterr()
+
+    code, out, _ = bench("--runtime", "torch,onnx", "--batch-size", "1,3")
+    several = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and [(r["runtime"], r["batch_size"]) for r in several["results"]] == [
         ("torch", 1), ("torch", 3), ("onnx", 1), ("onnx", 3)]
     for args, needle in ((["--runtime", "torch,tvm"], "tvm"), (["--batch-size", "1,x"], "'x'"),
                          (["--batch-size", "0"], "batch size 0"), (["--device", "tpu"], "tpu")):
-        r = bench(*args)
-        assert r.returncode == 2 and needle in r.stderr.strip().splitlines()[-1], r.stderr
+        code, _, err = bench(*args)
+        assert code == 2 and needle in err.strip().splitlines()[-1], err
 
 
 def bench_rows():

@@ -14,46 +14,28 @@ from nuwa.options import DeriveOptions
 from nuwa.derivation import derive
 from nuwa.schedule import AdaptiveOptions
 
-CLASSES = ["north", "south", "east", "west", "centre", "corner"]
-
-
-def _images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """28x28 uint8 images; the class is where a bright blob sits (learnable in a few epochs)."""
-    where = {0: (2, 10), 1: (18, 10), 2: (10, 18), 3: (10, 2), 4: (10, 10), 5: (18, 18)}
-    x = rng.integers(0, 60, size=(len(labels), 28, 28)).astype(np.uint8)
-    for i, c in enumerate(labels):
-        r, col = where[int(c)]
-        x[i, r:r + 8, col:col + 8] = rng.integers(180, 255)
-    return x
-
-
-def write_blobs(path: Path, *, seed: int, n_train: int, n_test: int, n_classes: int = len(CLASSES)) -> Path:
-    """A blob data set as an npz file, labelled with CLASSES' names (labels < n_classes)."""
-    rng = np.random.default_rng(seed)
-    y_train, y_test = rng.integers(0, n_classes, n_train), rng.integers(0, n_classes, n_test)
-    np.savez(path, x_train=_images(y_train, rng), y_train=y_train, x_test=_images(y_test, rng), y_test=y_test,
-             class_names=np.array(CLASSES))
-    return path
-
-
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    return f"npz:{write_blobs(tmp_path_factory.mktemp('data') / 'blobs.npz', seed=0, n_train=1200, n_test=240)}"
+from .conftest import BASE_EPOCHS, CLASSES, write_blobs  # noqa: F401  (re-exported: other modules import them here)
+# The blob data set `npz` and its base `base_dir` are session fixtures (tests/conftest.py).
 
 
 def _cli(*args, **kw):
+    """`nuwa ARGS` in its own process (the contract as a shell sees it)."""
     return subprocess.run([sys.executable, "-m", "nuwa.cli", *map(str, args)], capture_output=True, text=True, **kw)
 
 
-@pytest.fixture(scope="module")
-def base_dir(npz, tmp_path_factory):
-    out = tmp_path_factory.mktemp("models") / "base"
-    r = _cli("pretrain", "--model", "deit_tiny_patch16_224", "--data", npz, "--patch-size", "7",
-             "--embed-dim", "48", "--depth", "4", "--num-heads", "3", "--epochs", "6", "--batch-size", "32",
-             "--no-augment", "--seed", "0", "--out", out)
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout.strip().splitlines()[-1])["test_top1"] > 0.9
-    return out
+def _main(capfd, *args) -> tuple[int, str, str]:
+    """`nuwa ARGS` in this process: `python -m nuwa.cli` is `sys.exit(main())`, so (exit status,
+    stdout, stderr) are the command's, without paying a new interpreter's torch import per case.
+    capfd: what the command writes at the file-descriptor level is seen too."""
+    from nuwa.cli import main
+
+    capfd.readouterr()
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    out, err = capfd.readouterr()
+    return code, out, err
 
 
 FAST = dict(score_samples=64, embed_score_samples=128, layer_head_samples=512, layer_head_epochs=10, batch_size=32)
@@ -63,10 +45,10 @@ def test_pretrained_base_is_a_loadable_model_directory(base_dir):
     model = nuwa.load(base_dir)
     assert model.config.class_names == CLASSES and model.config.in_chans == 1
     report = json.loads((base_dir / "report.json").read_text())
-    assert report["kind"] == "base" and len(report["history"]["epochs"]) == 6
+    assert report["kind"] == "base" and len(report["history"]["epochs"]) == BASE_EPOCHS
 
 
-def test_derive_eval_load_round_trip(base_dir, npz, tmp_path):
+def test_derive_eval_load_round_trip(base_dir, npz, tmp_path, capfd):
     out = tmp_path / "edge"
     r = _cli("derive", "--model", base_dir, "--data", npz, "--classes", "north,east,centre", "--rate", "0.5",
              "--metric", "flops", "--finetune-epochs", "1", "--score-samples", "64", "--batch-size", "32",
@@ -87,9 +69,9 @@ def test_derive_eval_load_round_trip(base_dir, npz, tmp_path):
     assert r.returncode == 0, r.stderr
     ev = json.loads(r.stdout.strip().splitlines()[-1])
     assert ev["class_names"] == ["north", "east", "centre"] and ev["n"] > 0 and 0 <= ev["top1"] <= 1
-    r = _cli("eval", "--model", base_dir, "--data", npz, "--classes", "north,east,centre")
-    base_ev = json.loads(r.stdout.strip().splitlines()[-1])
-    assert base_ev["n"] == ev["n"] and base_ev["top1_sliced"] >= base_ev["top1"] - 1e-9
+    code, stdout, _ = _main(capfd, "eval", "--model", base_dir, "--data", npz, "--classes", "north,east,centre")
+    base_ev = json.loads(stdout.strip().splitlines()[-1])
+    assert code == 0 and base_ev["n"] == ev["n"] and base_ev["top1_sliced"] >= base_ev["top1"] - 1e-9
 
 
 @pytest.mark.parametrize("metric", ["params", "flops"])
@@ -156,21 +138,38 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("extra, needle", BAD, ids=[b[1] for b in BAD])
-def test_bad_derive_input_is_one_line_exit_2_and_no_output(base_dir, npz, tmp_path, extra, needle):
-    out = tmp_path / "edge"
+def _bad_derive_argv(base_dir, npz, out, extra):
     args = {"--model": str(base_dir), "--data": npz, "--classes": "north,east", "--finetune-epochs": "0"}
     flags = dict(zip(extra[::2], extra[1::2]))
     if "--subtask" in flags:
         args.pop("--classes")
     args.update(flags)
-    argv = ["derive", *[t for kv in args.items() for t in kv], "--score-samples", "16", "--out", str(out)]
-    r = _cli(*argv)
-    assert r.returncode == 2, r.stderr
+    return ["derive", *[t for kv in args.items() for t in kv], "--score-samples", "16", "--out", str(out)]
+
+
+def _assert_one_error_line(code, stderr, needle):
+    assert code == 2, stderr
     # Progress bars may precede it on stderr; the error itself is one line, the last, no traceback.
-    errors = [l for l in r.stderr.splitlines() if "error:" in l]
-    assert len(errors) == 1 and needle in errors[0] and r.stderr.strip().endswith(errors[0]), r.stderr
-    assert "Traceback" not in r.stderr
+    errors = [l for l in stderr.splitlines() if "error:" in l]
+    assert len(errors) == 1 and needle in errors[0] and stderr.strip().endswith(errors[0]), stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("extra, needle", BAD, ids=[b[1] for b in BAD])
+def test_bad_derive_input_is_one_line_exit_2_and_no_output(base_dir, npz, tmp_path, capfd, extra, needle):
+    out = tmp_path / "edge"
+    code, _, err = _main(capfd, *_bad_derive_argv(base_dir, npz, out, extra))
+    _assert_one_error_line(code, err, needle)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("extra, needle", [BAD[4], BAD[5]], ids=[BAD[4][1], BAD[5][1]])
+def test_bad_derive_input_from_a_shell_is_one_line_exit_2_and_no_output(base_dir, npz, tmp_path, extra, needle):
+    """The same contract from a separate `python -m nuwa.cli` process, for an error of the argument
+    parser (not a number) and one of derive's own checks (a misspelt class)."""
+    out = tmp_path / "edge"
+    r = _cli(*_bad_derive_argv(base_dir, npz, out, extra))
+    _assert_one_error_line(r.returncode, r.stderr, needle)
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -185,40 +184,40 @@ def test_bad_derive_input_is_one_line_exit_2_and_no_output(base_dir, npz, tmp_pa
         (["--round-to", "0"], "'0'"),
     ],
 )
-def test_bad_derive_options(base_dir, npz, tmp_path, flags, needle):
+def test_bad_derive_options(base_dir, npz, tmp_path, capfd, flags, needle):
     out = tmp_path / "edge"
-    r = _cli("derive", "--model", base_dir, "--data", npz, "--classes", "north,east", "--rate", "0.5", *flags,
-             "--out", out)
-    assert r.returncode == 2 and needle in r.stderr.strip().splitlines()[-1], r.stderr
+    code, _, err = _main(capfd, "derive", "--model", base_dir, "--data", npz, "--classes", "north,east", "--rate",
+                         "0.5", *flags, "--out", out)
+    assert code == 2 and needle in err.strip().splitlines()[-1], err
     assert not out.exists()
 
 
-def test_a_bad_option_in_the_options_file_is_named(base_dir, npz, tmp_path):
+def test_a_bad_option_in_the_options_file_is_named(base_dir, npz, tmp_path, capfd):
     opts = tmp_path / "options.yaml"
     opts.write_text("latency_margin: 1.5\n")
     out = tmp_path / "edge"
-    r = _cli("derive", "--model", base_dir, "--data", npz, "--classes", "north,east", "--latency-ms", "5",
-             "--options", opts, "--out", out)
-    assert r.returncode == 2 and "latency_margin=1.5" in r.stderr.strip().splitlines()[-1], r.stderr
+    code, _, err = _main(capfd, "derive", "--model", base_dir, "--data", npz, "--classes", "north,east",
+                         "--latency-ms", "5", "--options", opts, "--out", out)
+    assert code == 2 and "latency_margin=1.5" in err.strip().splitlines()[-1], err
     assert not out.exists()
 
 
-def test_prepare_builds_the_per_base_caches(base_dir, npz):
-    r = _cli("prepare", "--model", base_dir, "--data", npz)
-    assert r.returncode == 0, r.stderr
-    paths = json.loads(r.stdout.strip().splitlines()[-1])
+def test_prepare_builds_the_per_base_caches(base_dir, npz, capfd):
+    code, out, err = _main(capfd, "prepare", "--model", base_dir, "--data", npz)
+    assert code == 0, err
+    paths = json.loads(out.strip().splitlines()[-1])
     assert all(Path(p).is_file() for p in paths.values())
 
 
-def test_finetune_as_its_own_step_equals_derive_with_recovery(base_dir, npz, tmp_path):
+def test_finetune_as_its_own_step_equals_derive_with_recovery(base_dir, npz, tmp_path, capfd):
     """derive --recovery none, then finetune, gives the same weights as derive --recovery finetune."""
     common = ["--model", base_dir, "--data", npz, "--classes", "south,west", "--rate", "0.5",
               "--score-samples", "32", "--batch-size", "32", "--seed", "1"]
-    assert _cli("derive", *common, "--recovery", "none", "--out", tmp_path / "pruned").returncode == 0
-    r = _cli("finetune", "--model", tmp_path / "pruned", "--data", npz, "--epochs", "1", "--seed", "1",
-             "--options", _options_file(tmp_path), "--out", tmp_path / "tuned")
-    assert r.returncode == 0, r.stderr
-    assert _cli("derive", *common, "--finetune-epochs", "1", "--out", tmp_path / "direct").returncode == 0
+    assert _main(capfd, "derive", *common, "--recovery", "none", "--out", tmp_path / "pruned")[0] == 0
+    code, _, err = _main(capfd, "finetune", "--model", tmp_path / "pruned", "--data", npz, "--epochs", "1",
+                         "--seed", "1", "--options", _options_file(tmp_path), "--out", tmp_path / "tuned")
+    assert code == 0, err
+    assert _main(capfd, "derive", *common, "--finetune-epochs", "1", "--out", tmp_path / "direct")[0] == 0
     a, b = nuwa.load(tmp_path / "tuned"), nuwa.load(tmp_path / "direct")
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
@@ -231,6 +230,6 @@ def _options_file(tmp_path):
     return f
 
 
-def test_finetune_refuses_a_base_model(base_dir, npz, tmp_path):
-    r = _cli("finetune", "--model", base_dir, "--data", npz, "--out", tmp_path / "x")
-    assert r.returncode == 2 and "base model" in r.stderr and not (tmp_path / "x").exists()
+def test_finetune_refuses_a_base_model(base_dir, npz, tmp_path, capfd):
+    code, _, err = _main(capfd, "finetune", "--model", base_dir, "--data", npz, "--out", tmp_path / "x")
+    assert code == 2 and "base model" in err and not (tmp_path / "x").exists()

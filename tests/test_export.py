@@ -1,4 +1,4 @@
-"""Edge export at fp32 / fp16 / int8 (nuwa.export): files load and run in ONNX Runtime, agree with
+"""Edge export at fp32 / fp16 / int8 (nuwa.export, nuwa.onnx_eval): files load and run in ONNX Runtime, agree with
 fp32, shrink as they should, and bad input is one line, exit 2, nothing written.
 
 The model is a small derived-style model (3 of the 6 blob classes of tests.test_derive's data set,
@@ -19,15 +19,16 @@ from nuwa.arch import EdgeViTConfig
 from nuwa.cli import main
 from nuwa.data import class_subset, open_split
 from nuwa.errors import NuwaError
-from nuwa.export import compare_precisions, evaluate_onnx, export, read_meta
+from nuwa.export import export, read_meta
+from nuwa.onnx_eval import compare_precisions, evaluate_onnx
 from nuwa.train import fit
-from tests.test_derive import npz  # noqa: F401  (the tiny blob data set fixture)
+# `npz`, the tiny blob data set, is a session fixture (tests/conftest.py).
 
 CLASSES = [0, 2, 4]  # north, east, centre of tests.test_derive.CLASSES
 
 
 @pytest.fixture(scope="module")
-def edge_dir(npz, tmp_path_factory):  # noqa: F811
+def edge_dir(npz, tmp_path_factory):
     train = open_split(npz, "train")
     cfg = EdgeViTConfig.uniform(depth=2, embed_dim=96, num_heads=3, num_classes=3, img_size=28, patch_size=7,
                                 in_chans=1, mean=(0.25,), std=(0.3,), classes=CLASSES,
@@ -35,7 +36,7 @@ def edge_dir(npz, tmp_path_factory):  # noqa: F811
     torch.manual_seed(0)
     model = nuwa.EdgeViT(cfg)
     # One thread: a model this small gains nothing from two, and on a shared 2-core machine two
-    # threads stall behind other processes (measured 0.6 s vs 6 s for this fit).
+    # threads stall behind other processes (ten times slower for this fit).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -46,7 +47,7 @@ def edge_dir(npz, tmp_path_factory):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def compared(edge_dir, npz, tmp_path_factory):  # noqa: F811
+def compared(edge_dir, npz, tmp_path_factory):
     out = tmp_path_factory.mktemp("files")
     rows = compare_precisions(edge_dir, npz, precisions=("fp32", "fp16", "int8-dynamic", "int8-static"),
                               batch_sizes=(1, 4), threads=1, warmup=1, repeats=3, calib_samples=64, out_dir=out)
@@ -57,7 +58,7 @@ def _n_test(npz: str) -> int:  # the sub-task's test split: the model's classes 
     return len(class_subset(open_split(npz, "test"), CLASSES))
 
 
-def test_every_precision_runs_and_agrees_with_fp32(compared, npz):  # noqa: F811
+def test_every_precision_runs_and_agrees_with_fp32(compared, npz):
     rows, _ = compared
     fp32 = rows["fp32"]
     assert fp32["n"] == _n_test(npz) and fp32["top1"] > 0.9  # the model learned the task: agreement means something
@@ -94,7 +95,7 @@ def test_files_keep_the_fp32_interface_and_shrink(compared):
                                                      "int8-static.onnx"]
 
 
-def test_evaluate_onnx_labels_like_nuwa_eval(compared, edge_dir, npz):  # noqa: F811
+def test_evaluate_onnx_labels_like_nuwa_eval(compared, edge_dir, npz):
     rows, out = compared
     from nuwa.data import Preprocess
     from nuwa.evaluate import evaluate_dir
@@ -111,7 +112,7 @@ def test_evaluate_onnx_labels_like_nuwa_eval(compared, edge_dir, npz):  # noqa: 
     assert evaluate_onnx(out / "int8-dynamic.onnx", ds, threads=1)["top1"] == rows["int8-dynamic"]["top1"]
 
 
-def test_cli_export_static_int8_then_eval_onnx(edge_dir, npz, tmp_path, capfd):  # noqa: F811
+def test_cli_export_static_int8_then_eval_onnx(edge_dir, npz, tmp_path, capfd):
     # In process (`python -m nuwa.cli` is `sys.exit(main())`): a second interpreter would spend
     # most of its time importing torch and timm. capfd: stdout must hold only the JSON line,
     # even at the file-descriptor level where the exporter and ORT might write.
@@ -133,9 +134,9 @@ def test_fp32_file_matches_pytorch(compared, edge_dir):
     _, out = compared
     model = nuwa.load(edge_dir)
     x = torch.randn(3, 1, 28, 28)
-    from nuwa.bench import _onnx_session
+    from nuwa.bench import onnx_session
 
-    got = _onnx_session(out / "fp32.onnx", 1).run(None, {"images": x.numpy()})[0]
+    got = onnx_session(out / "fp32.onnx", 1).run(None, {"images": x.numpy()})[0]
     with torch.no_grad():
         np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4, rtol=0)
 
@@ -154,7 +155,7 @@ BAD = [
 
 
 @pytest.mark.parametrize("extra, needle", BAD, ids=[b[1] for b in BAD])
-def test_bad_export_input_is_one_line_exit_2_and_no_file(edge_dir, npz, tmp_path, capsys, extra, needle):  # noqa: F811
+def test_bad_export_input_is_one_line_exit_2_and_no_file(edge_dir, npz, tmp_path, capsys, extra, needle):
     few = tmp_path.parent / f"{tmp_path.name}-few.npz"  # two classes only: the model's index 4 is missing
     y = np.array([0, 1] * 4)
     np.savez(few, x_train=np.zeros((8, 28, 28), np.uint8), y_train=y, x_test=np.zeros((8, 28, 28), np.uint8),
@@ -185,7 +186,7 @@ def test_bad_export_arguments_raise_before_any_work(kw, needle, tmp_path):
     (["eval", "--onnx", "/nonexistent/m.onnx", "--data", "{npz}"], "/nonexistent/m.onnx"),
     (["eval", "--data", "{npz}"], "--model"),
 ])
-def test_bad_eval_onnx_input(argv, needle, npz, capsys):  # noqa: F811
+def test_bad_eval_onnx_input(argv, needle, npz, capsys):
     assert main([a.format(npz=npz) for a in argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err

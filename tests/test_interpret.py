@@ -181,12 +181,10 @@ TABLES = ("fig8_attention_rollout", "table2_neuron_top_samples", "table2_neuron_
 
 
 @pytest.fixture(scope="module")
-def interpreted(tmp_path_factory):
-    if not wf.Path(wf.SNAKEMAKE).exists():
-        pytest.skip("snakemake is not installed next to python")
-    repo = wf.copy_repo(tmp_path_factory.mktemp("interpret") / "repo")
-    wf.run([wf.SNAKEMAKE, "--cores", "2", "--config", "profile=test", "--", "interpretation"], repo)
-    return repo
+def interpreted(built):
+    """The session's `test` profile build (tests/conftest.py `built`): its default target includes
+    `interpretation`, so this is what `snakemake interpretation` builds, and more."""
+    return built[0]
 
 
 def test_interpretation_builds_every_figure_and_table(interpreted):
@@ -221,7 +219,8 @@ def test_interpretation_tables_say_what_the_captions_promise(interpreted):
     assert sets[2] <= sets[5]
 
 
-def test_interpretation_figures_are_byte_identical_on_rebuild(interpreted):
+def test_interpretation_figures_are_byte_identical_on_rebuild(built_copy):
+    interpreted = built_copy
     figs = interpreted / "results/test/figures"
     before = {f: wf.sha256(figs / f"{f}.png") for f in FIGURES[:2]}
     wf.run([wf.SNAKEMAKE, "--cores", "2", "--config", "profile=test", "--forcerun", "fig8_attention_rollout",

@@ -19,7 +19,7 @@ from nuwa.proxy import (
     GaussianMixture, embed, feature_projection, fit_device_gmm, fit_gmm, open_proxy_subtask, read_gmm, select,
     weights_sha256,
 )
-from tests.test_derive import FAST, npz, write_blobs  # noqa: F401  (npz is a fixture)
+from tests.test_derive import FAST, write_blobs  # the blob set `npz` is a session fixture (conftest)
 
 DEVICE = ["north", "south"]
 

@@ -12,7 +12,7 @@ from nuwa.derivation import derive
 from nuwa.task import open_subtask
 from nuwa.errors import NuwaError
 from nuwa.recovery import RidgeStats, closed_form, recover, ridge_fit
-from nuwa.train import evaluate
+from nuwa.evaluate import evaluate
 from tests.test_derive import write_blobs
 
 SUB = [0, 2, 4]

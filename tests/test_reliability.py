@@ -10,7 +10,7 @@ import pytest
 import nuwa
 from nuwa import io
 
-from .test_derive import base_dir, npz  # noqa: F401  (module-scoped fixtures: a tiny data set and base)
+# `npz` and `base_dir` (a tiny data set and its base) are session fixtures (tests/conftest.py).
 
 
 def _start(*args):
@@ -28,7 +28,7 @@ def _absent_or_complete(out, parent):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.5, 2.0, 3.5, 5.0, 6.5, 8.0])
-def test_sigkill_during_pretrain_leaves_nothing_half_written(npz, tmp_path, delay):  # noqa: F811
+def test_sigkill_during_pretrain_leaves_nothing_half_written(npz, tmp_path, delay):
     out = tmp_path / "base"
     p = _start("pretrain", "--model", "deit_tiny_patch16_224", "--data", npz, "--patch-size", "7", "--embed-dim",
                "32", "--depth", "2", "--num-heads", "2", "--epochs", "2", "--batch-size", "64", "--out", out)
@@ -40,7 +40,9 @@ def test_sigkill_during_pretrain_leaves_nothing_half_written(npz, tmp_path, dela
 
 @pytest.mark.slow
 @pytest.mark.parametrize("delay", [1.0, 3.0, 5.0, 7.0, 9.0])
-def test_sigkill_during_derive_leaves_nothing_half_written(base_dir, npz, tmp_path, delay):  # noqa: F811
+def test_sigkill_during_derive_leaves_nothing_half_written(base_dir, npz, tmp_path, capfd, delay):
+    from nuwa.cli import main
+
     out = tmp_path / "edge"
     p = _start("derive", "--model", base_dir, "--data", npz, "--classes", "north,south", "--rate", "0.5",
                "--finetune-epochs", "1", "--score-samples", "32", "--batch-size", "32", "--out", out)
@@ -48,15 +50,15 @@ def test_sigkill_during_derive_leaves_nothing_half_written(base_dir, npz, tmp_pa
     p.send_signal(signal.SIGKILL)
     p.wait()
     _absent_or_complete(out, tmp_path)
-    # a re-run after the kill completes without manual clean-up
-    r = subprocess.run([sys.executable, "-m", "nuwa.cli", "derive", "--model", str(base_dir), "--data", npz,
-                        "--classes", "north,south", "--rate", "0.5", "--finetune-epochs", "0",
-                        "--score-samples", "32", "--out", str(out)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    # a re-run after the kill completes without manual clean-up (in this process: `python -m
+    # nuwa.cli` is `sys.exit(main())`, and the killed process's leftovers are what it meets)
+    code = main(["derive", "--model", str(base_dir), "--data", npz, "--classes", "north,south", "--rate", "0.5",
+                 "--finetune-epochs", "0", "--score-samples", "32", "--out", str(out)])
+    assert code == 0, capfd.readouterr().err[-3000:]
     nuwa.load(out)
 
 
-def test_same_seed_pretrain_gives_byte_identical_weights(npz, tmp_path):  # noqa: F811
+def test_same_seed_pretrain_gives_byte_identical_weights(npz, tmp_path):
     args = ["pretrain", "--model", "deit_tiny_patch16_224", "--data", npz, "--patch-size", "7", "--embed-dim", "32",
             "--depth", "2", "--num-heads", "2", "--epochs", "1", "--batch-size", "64", "--seed", "5"]
     shas = []
@@ -69,7 +71,7 @@ def test_same_seed_pretrain_gives_byte_identical_weights(npz, tmp_path):  # noqa
 
 
 @pytest.mark.parametrize("method", ["nuwa", "random", "nvit", "xpruner"])
-def test_same_seed_derive_gives_byte_identical_weights_for_every_method(base_dir, npz, tmp_path, method):  # noqa: F811
+def test_same_seed_derive_gives_byte_identical_weights_for_every_method(base_dir, npz, tmp_path, method):
     from nuwa.options import DeriveOptions
     from nuwa.derivation import derive
 
@@ -82,7 +84,7 @@ def test_same_seed_derive_gives_byte_identical_weights_for_every_method(base_dir
     assert ra["val_top1"] == rb["val_top1"] and ra["weights_sha256"] == rb["weights_sha256"]
 
 
-def test_commands_run_in_one_process_write_the_bytes_of_separate_processes(base_dir, npz, tmp_path):  # noqa: F811
+def test_commands_run_in_one_process_write_the_bytes_of_separate_processes(base_dir, npz, tmp_path):
     """The workflow runs a sweep (one derivation per alpha, then their fine-tuning) in one Python
     process (workflow/scripts/nuwa_run.py): nothing may carry over from one command to the next,
     and fine-tuning the same pruned model again gives the same bytes, which is why the workflow

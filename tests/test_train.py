@@ -1,4 +1,5 @@
-"""nuwa.train: fit, evaluate (with sliced classifiers), features, per-layer heads.
+"""fit, evaluate (with sliced classifiers), features, per-layer heads: nuwa.train, nuwa.evaluate and
+nuwa.layer_classifiers.
 
 All data here is synthetic and tiny; the model is the irregular 28x28, 1-channel, 4-class
 config, so every fit takes well under a second.
@@ -15,10 +16,9 @@ import torch.nn.functional as F
 import nuwa
 from nuwa import NuwaError
 from nuwa.data import MemoryDataset, Preprocess
-from nuwa.train import (
-    augment_batch, collect_cls_tokens, cosine_lr, distillation_loss, evaluate, fit, predict_logits,
-    seed_everything, teacher_columns, train_linear_heads,
-)
+from nuwa.evaluate import collect_cls_tokens, evaluate, predict_logits
+from nuwa.layer_classifiers import train_linear_heads
+from nuwa.train import augment_batch, cosine_lr, distillation_loss, fit, seed_everything, teacher_columns
 
 from .conftest import irregular_config
 

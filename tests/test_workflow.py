@@ -90,11 +90,8 @@ def sha256(path: Path) -> str:
 
 
 # ---- the test profile end to end, with the real snakemake command -------------------------------
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    repo = copy_repo(tmp_path_factory.mktemp("workflow") / "repo")
-    proc = run([SNAKEMAKE, "--profile", "workflow/profiles/default", "--config", "profile=test"], repo)
-    return repo, proc
+# `built` (tests/conftest.py): the one real `snakemake --profile workflow/profiles/default --config
+# profile=test` run of the session, in a temporary copy; test_ablations and test_interpret read it too.
 
 
 def test_test_profile_builds_every_table_figure_and_the_report(built):
@@ -323,8 +320,8 @@ def test_a_parameter_change_reschedules_exactly_the_dependent_jobs(built, change
     assert dry_run(repo) == {}
 
 
-def test_figures_and_tables_are_byte_identical_when_rebuilt(built):
-    repo, _ = built
+def test_figures_and_tables_are_byte_identical_when_rebuilt(built_copy):
+    repo = built_copy
     outs = sorted((repo / "results/test/figures").glob("*.png")) + sorted((repo / "results/test/tables").glob("*"))
     before = {p.name: sha256(p) for p in outs}
     run([SNAKEMAKE, "--cores", "2", "--config", "profile=test", "--forcerun", "fig4_sliced_vs_full",
@@ -371,8 +368,8 @@ def test_dvc_repro_builds_the_test_profile_then_has_nothing_to_do(tmp_path):
 # ---- start-up validation -----------------------------------------------------------------------------
 @pytest.fixture()
 def config_copy(tmp_path) -> Path:
-    """What parsing the workflow needs: params.yaml, config/, workflow/."""
-    for d in ("config", "workflow"):
+    """What parsing the workflow needs: params.yaml, the sub-task files (nuwa/subtasks/), workflow/."""
+    for d in ("nuwa/subtasks", "workflow"):
         shutil.copytree(ROOT / d, tmp_path / d)
     shutil.copy2(ROOT / "params.yaml", tmp_path / "params.yaml")
     return tmp_path
@@ -386,7 +383,7 @@ def config_copy(tmp_path) -> Path:
     ("profiles.default.derive.rho_head", 0, r"profiles\.default\.derive\.rho_head: 0 is less than or equal to the minimum of 0"),
     ("profiles.test.derive.unknown_option", 3, r"profiles\.test\.derive: Additional properties are not allowed \('unknown_option'"),
     ("profiles.default.methods", ["nuwa", "magic"], r"profiles\.default\.methods\[1\]: 'magic' is not one of"),
-    ("profiles.default.bases.vit96-fmnist.subtasks", ["H1", "H9"], r"bases\.vit96-fmnist\.subtasks: \['H9'\] not defined in config/subtasks/fashion-mnist\.yaml"),
+    ("profiles.default.bases.vit96-fmnist.subtasks", ["H1", "H9"], r"bases\.vit96-fmnist\.subtasks: \['H9'\] not defined in nuwa/subtasks/fashion-mnist\.yaml"),
     ("profiles.default.bench.subtasks", ["H1", "S7"], r"profiles\.default\.bench\.subtasks: \['S7'\] not among the sub-tasks"),
     ("profiles.default.bench.runtimes", ["tensorrt"], r"profiles\.default\.bench\.runtimes\[0\]: 'tensorrt' is not one of"),
     ("profiles.default.bench.batch_sizes", [0], r"profiles\.default\.bench\.batch_sizes\[0\]: 0 is less than the minimum of 1"),
@@ -435,14 +432,18 @@ def test_lint_is_clean():
 
 
 @pytest.mark.slow
-def test_a_run_killed_mid_rule_resumes_with_a_plain_rerun(tmp_path):
+def test_a_run_killed_mid_rule_resumes_with_a_plain_rerun(built_copy, tmp_path):
     """SIGKILL to Snakemake and its running job leaves a stale lock and a half-run job; the next
-    plain `snakemake` drops the lock (no process works there), reruns the killed job and finishes."""
+    plain `snakemake` drops the lock (no process works there), reruns the killed job and finishes.
+    The run starts from the built profile without its base model (data and sub-tasks done, as a
+    first run has them when it reaches the pretraining), so its first job is the pretraining."""
     import signal
 
     import nuwa
 
-    repo = copy_repo(tmp_path / "repo")
+    repo = built_copy
+    shutil.rmtree(repo / "models/test/bases/tiny-fmnist")
+    (repo / "logs/test/pretrain/tiny-fmnist.log").unlink()  # the wait below reads the new run's log
     cmd = [SNAKEMAKE, "bases", "--profile", "workflow/profiles/default", "--config", "profile=test"]
     with open(tmp_path / "first.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=repo, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -484,8 +485,15 @@ def test_a_lock_is_kept_while_a_snakemake_process_works_in_the_directory(tmp_pat
 
 
 # ---- scale-out profiles ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def paper_rules() -> set[str]:
+    """The paper profile's rules (`snakemake --list-rules`): the same for every executor profile."""
+    listed = run([SNAKEMAKE, "--list-rules", "--config", "profile=paper"], ROOT).stdout
+    return {line.split()[0] for line in listed.splitlines() if line and not line[0].isspace()}
+
+
 @pytest.mark.parametrize("name", PROFILES)
-def test_each_profile_dry_runs_the_paper_dag_with_its_executor(name, tmp_path):
+def test_each_profile_dry_runs_the_paper_dag_with_its_executor(name, paper_rules):
     """The slurm and kubernetes executor (and fs storage) plugins are installed (requirements.txt),
     so this is Snakemake parsing the profile, loading the executor and planning every job."""
     profile = ROOT / "workflow/profiles" / name / "config.yaml"
@@ -495,8 +503,7 @@ def test_each_profile_dry_runs_the_paper_dag_with_its_executor(name, tmp_path):
     for i, line in enumerate(lines):  # every entry explains itself: a comment on its line or above
         if re.match(r"^[a-z]", line):
             assert "#" in line or lines[i - 1].lstrip().startswith("#"), f"{name}: uncommented entry {line!r}"
-    listed = run([SNAKEMAKE, "--list-rules", "--config", "profile=paper"], ROOT).stdout
-    rules = {line.split()[0] for line in listed.splitlines() if line and not line[0].isspace()}
+    rules = paper_rules
     assert {"pretrain", "derive", "finetune"} <= rules
     for section in ("set-resources", "set-threads"):
         assert set(config.get(section, {})) <= rules, f"{name}: {section} names unknown rules"
@@ -565,20 +572,34 @@ def test_the_paper_profile_gives_each_costly_rule_its_declared_threads():
 
 # ---- configuration files ----------------------------------------------------------------------------
 def test_subtask_files_are_what_the_generator_writes(tmp_path):
-    run([sys.executable, "config/subtasks/generate.py", str(tmp_path)], ROOT)
-    for f in (ROOT / "config/subtasks").glob("*.yaml"):
+    run([sys.executable, "scripts/generate_subtasks.py", str(tmp_path)], ROOT)
+    files = sorted((ROOT / "nuwa/subtasks").glob("*.yaml"))
+    assert [f.name for f in files] == sorted(f.name for f in tmp_path.glob("*.yaml"))
+    for f in files:
         assert (tmp_path / f.name).read_text() == f.read_text(), f.name
 
 
-def test_fashion_mnist_subtasks_match_the_library_and_imagenet_matches_timm():
-    ours = yaml.safe_load((ROOT / "config/subtasks/fashion-mnist.yaml").read_text())
-    lib = yaml.safe_load((ROOT / "nuwa/subtasks.yaml").read_text())["fashion-mnist"]
-    assert {k: v["names"] for k, v in ours.items()} == {k: v["classes"] for k, v in lib.items()}
+def test_the_workflow_reads_the_librarys_subtasks_and_imagenet_matches_timm():
+    from nuwa.data import resolve_classes
+    from nuwa.subtasks import DIR, lookup
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert {d: (ROOT / v["subtasks"]).resolve() for d, v in params["datasets"].items()} == \
+        {d: DIR / f"{d}.yaml" for d in params["datasets"]}
+    # `nuwa derive --subtask` means the classes it always did (the library's table named them).
+    fmnist = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    named = dict(H1=["T-shirt/top", "Pullover", "Coat", "Shirt"], H2=["Sandal", "Sneaker", "Ankle boot"],
+                 S1=["Trouser", "Pullover", "Sneaker", "Bag"], S2=["T-shirt/top", "Trouser", "Sandal", "Bag"])
+    for name, classes in named.items():
+        assert lookup(name, "fashion-mnist:data/fashion-mnist") == resolve_classes(classes, fmnist), name
+        assert lookup(f"fashion-mnist/{name}", "npz:any.npz") == resolve_classes(classes, fmnist), name
+    ours = yaml.safe_load((DIR / "fashion-mnist.yaml").read_text())
+    assert {k: v["names"] for k, v in ours.items()} == named
     import timm
 
     info = Path(timm.__file__).parent / "data" / "_info"
     wnids = (info / "imagenet_synsets.txt").read_text().split()
-    inet = yaml.safe_load((ROOT / "config/subtasks/imagenet.yaml").read_text())
+    inet = yaml.safe_load((DIR / "imagenet.yaml").read_text())
     sizes = {k: len(v["indices"]) for k, v in inet.items()}
     assert sizes == dict(H1=25, H2=25, H3=25, H4=100, S1=25, S2=25, S3=25, S4=50, S5=100, S6=200)
     for name, s in inet.items():

@@ -29,7 +29,7 @@ def _slice_scores(scores: GroupScores, keep_heads: list[list[int]]) -> GroupScor
 def depth_accuracies(base: EdgeViT, base_dir: Path | None, task: SubTask,
                      opts: DeriveOptions) -> tuple[list[dict], list[float]]:
     """The per-layer classifiers (cached beside the base) and their validation top-1 on the sub-task."""
-    from ..train import collect_cls_tokens
+    from ..evaluate import collect_cls_tokens
 
     heads = base_layer_heads(base, base_dir, task, opts)
     feats, labels = collect_cls_tokens(base, task.val, preprocess=task.preprocess, desc="depth features")

@@ -11,10 +11,10 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from ..options import ADAPTIVE_DIMS, DEFAULT_GAMMA_RATIO
 from .ablation_sweep import NUWA_TECHNIQUE
 
-DEFAULT_RATIO = (1.0, 5.0, 2.5)
-EXCLUDABLE = ("qk", "v", "mlp", "embed")
+EXCLUDABLE = ADAPTIVE_DIMS
 KEYS = ["base", "subtask", "kind"]
 
 
@@ -52,7 +52,7 @@ def runs_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     df["exclude"] = df["exclude"].map(lambda e: ",".join(sorted(e)) if e else "")
     df["gamma_exp"] = df["gamma_ratio"].map(lambda g: float(g[1]))
     df["gamma_emb"] = df["gamma_ratio"].map(lambda g: float(g[2]))
-    df["default_ratio"] = df["gamma_ratio"].map(lambda g: tuple(map(float, g)) == DEFAULT_RATIO)
+    df["default_ratio"] = df["gamma_ratio"].map(lambda g: tuple(map(float, g)) == DEFAULT_GAMMA_RATIO)
     return df
 
 

@@ -1,4 +1,4 @@
-"""Paper-shaped speed check without training (issue 6, item 3).
+"""Paper-shaped speed check without training.
 
 Randomly initialised DeiT-Small/DeiT-Base shapes at 224x224 are converted, NuWa-derived at each
 alpha with recovery none on a small synthetic data set, and timed against their base. Weights

@@ -2,7 +2,7 @@
 measured speedup against the FLOPs bound.
 
 The FLOPs ratio base/edge is the speedup a perfectly compute-bound runtime would reach; the
-`of_bound` column is the measured speedup's share of it (issue goal: >= 0.8 on ONNX Runtime at a
+`of_bound` column is the measured speedup's share of it (the goal: >= 0.8 on ONNX Runtime at a
 large batch). Rows come from `nuwa.bench.bench_suite`, one per (model, runtime, batch size).
 """
 from __future__ import annotations

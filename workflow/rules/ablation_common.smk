@@ -24,7 +24,7 @@ for _key, _b, _names in (("subtasks", A_BASE, A_SUBTASKS), ("subtasks", A_SWEEP_
                             f"of base {_b} ({DATASETS[BASES[_b]['dataset']]['subtasks']})")
 A_ALPHA = f"{A['alpha']:g}"
 A_GAMMA_ALPHA = f"{A_GAMMA['alpha']:g}"
-DEFAULT_GAMMA_RATIO = (1.0, 5.0, 2.5)  # nuwa.schedule.AdaptiveOptions' default (the paper's 1 : 5 : 2.5)
+from nuwa.options import DEFAULT_GAMMA_RATIO  # AdaptiveOptions' default (the paper's 1 : 5 : 2.5)
 
 
 def _gamma_variant(exp, emb):

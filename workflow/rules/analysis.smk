@@ -26,9 +26,7 @@ rule importance:
         f"{BENCH}/importance/{{base}}/{{subtask}}.tsv"
     threads: res("importance", "threads")
     resources:
-        mem_mb=res("importance", "mem_mb"),
-        runtime=res("importance", "runtime"),
-        gpu=res("importance", "gpu"),
+        **rule_resources("importance"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -54,9 +52,7 @@ rule spectra:
         f"{BENCH}/spectra/{{base}}/{{subtask}}.tsv"
     threads: res("spectra", "threads")
     resources:
-        mem_mb=res("spectra", "mem_mb"),
-        runtime=res("spectra", "runtime"),
-        gpu=res("spectra", "gpu"),
+        **rule_resources("spectra"),
     conda:
         "../envs/nuwa.yaml"
     script:

@@ -17,9 +17,7 @@ rule pretrain:
         f"{BENCH}/pretrain/{{base}}.tsv"
     threads: res("pretrain", "threads")
     resources:
-        mem_mb=res("pretrain", "mem_mb"),
-        runtime=res("pretrain", "runtime"),
-        gpu=res("pretrain", "gpu"),
+        **rule_resources("pretrain"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -44,9 +42,7 @@ rule prepare:
         f"{BENCH}/prepare/{{base}}.tsv"
     threads: res("prepare", "threads")
     resources:
-        mem_mb=res("prepare", "mem_mb"),
-        runtime=res("prepare", "runtime"),
-        gpu=res("prepare", "gpu"),
+        **rule_resources("prepare"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -71,9 +67,7 @@ rule base_eval:
         f"{BENCH}/base_eval/{{base}}/{{subtask}}.tsv"
     threads: res("base_eval", "threads")
     resources:
-        mem_mb=res("base_eval", "mem_mb"),
-        runtime=res("base_eval", "runtime"),
-        gpu=res("base_eval", "gpu"),
+        **rule_resources("base_eval"),
     conda:
         "../envs/nuwa.yaml"
     script:

@@ -169,11 +169,15 @@ def pretrain_args(wildcards, input):
 # ---- options handed to nuwa -----------------------------------------------------------------
 # Which DeriveOptions each stage reads: a stage's `params` hold only those, so a change reruns
 # exactly the stages it affects (--rerun-triggers params). The per-base caches are keyed by the
-# options that built them; derive and importance pass the same ones, so they reuse the caches.
+# options that built them (nuwa.options says which: CACHE_KEYS, what `nuwa prepare` reads, and
+# SPLIT_KEYS); derive and importance pass the same ones, so they reuse the caches.
+import importlib.util
+
+if importlib.util.find_spec("nuwa") is None:  # not installed: the repository's copy (pure Python)
+    sys.path.insert(0, str(Path(workflow.basedir).parent))
+from nuwa.options import CACHE_KEYS, SPLIT_KEYS
+
 DERIVE = P["derive"]
-CACHE_KEYS = ("layer_head_samples", "layer_head_epochs", "embed_score_samples", "taylor_microbatch",
-              "split_seed", "val_fraction", "batch_size")
-SPLIT_KEYS = ("split_seed", "val_fraction")
 
 
 def pick(options, keys):

@@ -17,9 +17,7 @@ rule dataset:
     localrule: True
     threads: res("dataset", "threads")
     resources:
-        mem_mb=res("dataset", "mem_mb"),
-        runtime=res("dataset", "runtime"),
-        gpu=res("dataset", "gpu"),
+        **rule_resources("dataset"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -44,9 +42,7 @@ rule subtask:
         f"{BENCH}/subtask/{{dataset}}/{{subtask}}.tsv"
     threads: res("subtasks", "threads")
     resources:
-        mem_mb=res("subtasks", "mem_mb"),
-        runtime=res("subtasks", "runtime"),
-        gpu=res("subtasks", "gpu"),
+        **rule_resources("subtasks"),
     conda:
         "../envs/nuwa.yaml"
     script:

@@ -21,9 +21,7 @@ rule derive:
         f"{BENCH}/derive/{SWEEP}.tsv"
     threads: res("derive", "threads")
     resources:
-        mem_mb=res("derive", "mem_mb"),
-        runtime=res("derive", "runtime"),
-        gpu=res("derive", "gpu"),
+        **rule_resources("derive"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -50,9 +48,7 @@ rule finetune:
         f"{BENCH}/finetune/{SWEEP}.tsv"
     threads: res("finetune", "threads")
     resources:
-        mem_mb=res("finetune", "mem_mb"),
-        runtime=res("finetune", "runtime"),
-        gpu=res("finetune", "gpu"),
+        **rule_resources("finetune"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -79,9 +75,7 @@ rule metrics:
         f"{BENCH}/metrics/{SWEEP}.tsv"
     threads: res("metrics", "threads")
     resources:
-        mem_mb=res("metrics", "mem_mb"),
-        runtime=res("metrics", "runtime"),
-        gpu=res("metrics", "gpu"),
+        **rule_resources("metrics"),
     conda:
         "../envs/nuwa.yaml"
     script:

@@ -1,4 +1,4 @@
-# Beyond the paper (params.yaml `extensions:`; issue 7): recovery without training (closed-form
+# Beyond the paper (params.yaml `extensions:`): recovery without training (closed-form
 # ridge refit) or with distillation from the base, started from the main run's NuWa models with
 # no recovery; derivation when the device's images may not leave it (the device fits a Gaussian
 # mixture, `nuwa fit-gmm`; the server selects public samples with it, `nuwa derive --proxy-gmm`);

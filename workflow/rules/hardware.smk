@@ -1,4 +1,4 @@
-# Hardware benchmarks (paper Table 4, issue 6): the base and its NuWa edge ViTs timed per runtime
+# Hardware benchmarks (paper Table 4): the base and its NuWa edge ViTs timed per runtime
 # and batch size (params.yaml `bench:`). One job per base times all its models in one process and
 # holds every core (threads: workflow.cores), so no other job runs beside it and disturbs the clock.
 
@@ -29,9 +29,7 @@ rule hw_bench:
         f"{BENCH}/bench/{{base}}.tsv"
     threads: workflow.cores
     resources:
-        mem_mb=res("hw_bench", "mem_mb"),
-        runtime=res("hw_bench", "runtime"),
-        gpu=res("hw_bench", "gpu"),
+        **rule_resources("hw_bench"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -57,9 +55,7 @@ rule table4:
         f"{BENCH}/table4.tsv"
     threads: res("table4", "threads")
     resources:
-        mem_mb=res("table4", "mem_mb"),
-        runtime=res("table4", "runtime"),
-        gpu=res("table4", "gpu"),
+        **rule_resources("table4"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -120,9 +116,7 @@ rule rounding:
         f"{BENCH}/bench/rounding_{{base}}.tsv"
     threads: workflow.cores
     resources:
-        mem_mb=res("hw_bench", "mem_mb"),
-        runtime=res("hw_bench", "runtime"),
-        gpu=res("hw_bench", "gpu"),
+        **rule_resources("hw_bench"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -149,9 +143,7 @@ rule latency_budget:
         f"{BENCH}/bench/latency_budget_{{base}}.tsv"
     threads: workflow.cores
     resources:
-        mem_mb=res("hw_bench", "mem_mb"),
-        runtime=res("hw_bench", "runtime"),
-        gpu=res("hw_bench", "gpu"),
+        **rule_resources("hw_bench"),
     conda:
         "../envs/nuwa.yaml"
     script:

@@ -29,9 +29,7 @@ rule table3:
         f"{BENCH}/table3.tsv"
     threads: res("table3", "threads")
     resources:
-        mem_mb=res("table3", "mem_mb"),
-        runtime=res("table3", "runtime"),
-        gpu=res("table3", "gpu"),
+        **rule_resources("table3"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -53,9 +51,7 @@ rule fig6_accuracy_vs_alpha:
         f"{BENCH}/figures/fig6_{{base}}.tsv"
     threads: res("figures", "threads")
     resources:
-        mem_mb=res("figures", "mem_mb"),
-        runtime=res("figures", "runtime"),
-        gpu=res("figures", "gpu"),
+        **rule_resources("figures"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -75,9 +71,7 @@ rule fig4_sliced_vs_full:
         f"{BENCH}/figures/fig4_{{base}}.tsv"
     threads: res("figures", "threads")
     resources:
-        mem_mb=res("figures", "mem_mb"),
-        runtime=res("figures", "runtime"),
-        gpu=res("figures", "gpu"),
+        **rule_resources("figures"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -100,9 +94,7 @@ rule fig5_importance_similarity:
         f"{BENCH}/figures/fig5_{{base}}.tsv"
     threads: res("figures", "threads")
     resources:
-        mem_mb=res("figures", "mem_mb"),
-        runtime=res("figures", "runtime"),
-        gpu=res("figures", "gpu"),
+        **rule_resources("figures"),
     conda:
         "../envs/nuwa.yaml"
     script:
@@ -123,9 +115,7 @@ rule claims:
         f"{LOGS}/claims.log",
     threads: res("figures", "threads")
     resources:
-        mem_mb=res("figures", "mem_mb"),
-        runtime=res("figures", "runtime"),
-        gpu=res("figures", "gpu"),
+        **rule_resources("figures"),
     conda:
         "../envs/nuwa.yaml"
     script:

@@ -14,9 +14,7 @@ rule model_sizes:
         f"{BENCH}/model_sizes.tsv"
     threads: res("model_sizes", "threads")
     resources:
-        mem_mb=res("model_sizes", "mem_mb"),
-        runtime=res("model_sizes", "runtime"),
-        gpu=res("model_sizes", "gpu"),
+        **rule_resources("model_sizes"),
     conda:
         "../envs/nuwa.yaml"
     script:

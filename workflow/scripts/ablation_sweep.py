@@ -20,7 +20,8 @@ from nuwa.task import open_subtask  # noqa: E402
 from nuwa.importance import Taylor  # noqa: E402
 from nuwa.prune import prune_classifier  # noqa: E402
 from nuwa.paper.ablation_sweep import SweepScores, sweep  # noqa: E402
-from nuwa.train import evaluate, seed_everything  # noqa: E402
+from nuwa.evaluate import evaluate  # noqa: E402
+from nuwa.train import seed_everything  # noqa: E402
 
 p = sm.params
 cfg = dict(p.sweep)

@@ -1,4 +1,4 @@
-"""One model as fp32 / fp16 / int8 ONNX (`nuwa.export.compare_precisions`): file bytes, test top-1
+"""One model as fp32 / fp16 / int8 ONNX (`nuwa.onnx_eval.compare_precisions`): file bytes, test top-1
 (the model's classes; all classes for the base), ONNX Runtime median latency per batch size with
 the job's threads, and agreement of the logits with fp32. Static int8 calibrates on the model's
 classes of the training split."""
@@ -10,7 +10,7 @@ sys.path.insert(0, sm.scriptdir)
 from _common import model_dir, read_json, start, write_json  # noqa: E402
 
 log = start(sm, "ext_export")
-from nuwa.export import compare_precisions  # noqa: E402
+from nuwa.onnx_eval import compare_precisions  # noqa: E402
 
 p, w = sm.params, sm.wildcards
 x = dict(p.export)

@@ -6,19 +6,19 @@ from pathlib import Path
 
 sm = snakemake  # noqa: F821
 sys.path.insert(0, sm.scriptdir)
-from _common import model_dir, read_json, start, write_json  # noqa: E402
+from _common import model_dir, read_json, run_nuwa, start, write_json  # noqa: E402
 
 log = start(sm, "ext_recover")
-from nuwa.options import DeriveOptions  # noqa: E402
-from nuwa.derivation import finetune_dir  # noqa: E402
 from nuwa.evaluate import evaluate_dir  # noqa: E402
 
 p, w = sm.params, sm.wildcards
 pruned, out = model_dir(sm.input.pruned), model_dir(sm.output.model)
 ft, ev = dict(p.finetune), dict(p.eval)
-_, r = finetune_dir(pruned, p.spec, epochs=ft["epochs"], seed=int(w.seed), out=out, recovery=w.recovery,
-                    base=model_dir(sm.input.base), options=DeriveOptions.from_dict(dict(p.options)),
-                    limit=ft.get("limit"))
+limit = ["--limit", ft["limit"]] if ft.get("limit") is not None else []
+run_nuwa([["finetune", "--model", pruned, "--data", p.spec, "--recovery", w.recovery, "--base",
+           model_dir(sm.input.base), "--epochs", ft["epochs"], "--seed", w.seed, *limit, "--out", out]],
+         sm.log[0], options=p.options)
+r = read_json(Path(out) / "report.json")
 after = evaluate_dir(out, p.spec, limit=ev.get("limit"), batch_size=ev.get("batch_size", 256))
 d = read_json(Path(pruned) / "report.json")
 write_json(sm.output.json, dict(

@@ -3,28 +3,28 @@ reads device.npz) or without them (`proxy`: derive reads only the public pool an
 gmm.json, and keeps the public samples the mixture scores highest). Both models are measured on
 the original data set's test split."""
 import sys
-from dataclasses import replace
+from pathlib import Path
 
 sm = snakemake  # noqa: F821
 sys.path.insert(0, sm.scriptdir)
-from _common import model_dir, start, write_json  # noqa: E402
+from _common import model_dir, read_json, run_nuwa, start, write_json  # noqa: E402
 
 log = start(sm, "ext_regime")
-from nuwa.options import DeriveOptions  # noqa: E402
-from nuwa.derivation import derive  # noqa: E402
 from nuwa.evaluate import evaluate_dir  # noqa: E402
 
 p, w = sm.params, sm.wildcards
 out, seed, ft, ev, px = model_dir(sm.output.model), int(w.seed), dict(p.finetune), dict(p.eval), dict(p.proxy)
-opts = DeriveOptions.from_dict(dict(p.options))
+options = dict(p.options)
 log.info("inputs: %s", ", ".join(map(str, sm.input)))
-common = dict(rate=float(w.alpha), metric=p.metric, method="nuwa", recovery="finetune",
-              finetune_epochs=ft["epochs"], seed=seed, out=out)
+args = ["derive", "--model", p.base_dir, "--data", f"npz:{sm.input.train}", "--rate", w.alpha, "--metric", p.metric,
+        "--method", "nuwa", "--recovery", "finetune", "--finetune-epochs", ft["epochs"], "--seed", seed, "--out", out]
 if w.regime == "own":
-    _, d = derive(p.base_dir, f"npz:{sm.input.train}", classes=list(p.classes), options=opts, **common)
+    args += ["--classes", ",".join(map(str, p.classes))]
 else:  # the server side: the device's images are not an input of this job
-    opts = replace(opts, proxy_samples=int(px.get("proxy_samples", px["device_samples"])))
-    _, d = derive(p.base_dir, f"npz:{sm.input.train}", options=opts, proxy_gmm=sm.input.gmm, **common)
+    args += ["--proxy-gmm", sm.input.gmm]
+    options["proxy_samples"] = int(px.get("proxy_samples", px["device_samples"]))
+run_nuwa([args], sm.log[0], options=options)
+d = read_json(Path(out) / "report.json")
 ev_kw = dict(limit=ev.get("limit"), batch_size=ev.get("batch_size", 256))
 after = evaluate_dir(out, p.spec, **ev_kw)
 proxy = d.get("proxy") or {}

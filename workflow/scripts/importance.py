@@ -5,6 +5,7 @@ neurons by; scope "full": on the classifier-sliced base with all layers, so vect
 sub-tasks cover the same units (Fig. 5). Also writes the one-shot decisions (depth, heads kept).
 """
 import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -13,14 +14,24 @@ sys.path.insert(0, sm.scriptdir)
 from _common import start, write_json  # noqa: E402
 
 log = start(sm, "importance")
-from _oneshot import choose_depth, load_task, one_shot_models  # noqa: E402
+from nuwa import io  # noqa: E402
 from nuwa.atomic import atomic_path  # noqa: E402
 from nuwa.importance import Taylor  # noqa: E402
+from nuwa.methods.nuwa import one_shot  # noqa: E402
+from nuwa.options import DeriveOptions  # noqa: E402
+from nuwa.prune import prune_classifier  # noqa: E402
 from nuwa.schedule import select_heads  # noqa: E402
+from nuwa.task import open_subtask  # noqa: E402
 
-base, task, opts = load_task(sm.params.base_dir, sm.params.spec, sm.params.classes, sm.params.options)
-keep, accs = choose_depth(base, sm.params.base_dir, task, opts)
-sliced, pruned = one_shot_models(base, sm.params.base_dir, task.classes, keep)
+opts = DeriveOptions.from_dict(dict(sm.params.options))
+base_dir = Path(sm.params.base_dir)
+base = io.load(base_dir)
+task = open_subtask(sm.params.spec, base, list(sm.params.classes), opts=opts)
+# NuWa's own one-shot stage (classifier slice, depth by the per-layer classifiers `nuwa prepare`
+# cached), so these scores are the ones `nuwa derive` ranks by; and the slice alone, all layers.
+pruned, info = one_shot(base, base_dir, task, opts)
+sliced = prune_classifier(base, task.classes)
+accs = info.get("layer_val_top1")  # absent when depth is not pruned
 taylor = Taylor(microbatch=opts.taylor_microbatch)
 
 

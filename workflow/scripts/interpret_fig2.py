@@ -20,7 +20,8 @@ from nuwa.data import SubsetDataset, class_subset, open_split  # noqa: E402
 from nuwa.prune.classifier import prune_classifier  # noqa: E402
 from nuwa.paper.tables import write_table  # noqa: E402
 from nuwa.paper.fig2 import LARGE, SMALL, TUNED, finetuned_beats_larger, nested_class_subsets  # noqa: E402
-from nuwa.train import evaluate, fit  # noqa: E402
+from nuwa.evaluate import evaluate  # noqa: E402
+from nuwa.train import fit  # noqa: E402
 
 o = sm.params.fig2
 ft = o["finetune"]

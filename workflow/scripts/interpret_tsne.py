@@ -15,7 +15,7 @@ from tqdm import tqdm  # noqa: E402
 import nuwa  # noqa: E402
 from nuwa.data import SubsetDataset, open_split  # noqa: E402
 from nuwa.interpret.neurons import resolve_layers  # noqa: E402
-from nuwa.train import collect_cls_tokens  # noqa: E402
+from nuwa.evaluate import collect_cls_tokens  # noqa: E402
 from nuwa.interpret.tsne import tsne  # noqa: E402
 
 o = sm.params.tsne

@@ -9,6 +9,7 @@ from _common import model_dir, read_json, start, write_json  # noqa: E402
 
 log = start(sm, "metrics")
 from nuwa.evaluate import evaluate_dir  # noqa: E402
+from nuwa.paper.records import derivation_record  # noqa: E402
 
 ev = dict(sm.params.eval)
 kw = dict(batch_size=ev.get("batch_size", 256), limit=ev.get("limit"))
@@ -22,17 +23,13 @@ for i, alpha in enumerate(sm.params.alphas):
     d = read_json(Path(pruned) / "report.json")
     f = read_json(Path(finetuned) / "report.json")
     out = dict(
-        base=w.base, subtask=w.subtask, kind=sm.params.subtask_kind, method=w.method, alpha=float(alpha),
-        seed=int(w.seed), metric=d["metric"], classes=d["classes"], class_names=d["class_names"],
-        test_top1_pruned=before["top1"], test_top1_finetuned=after["top1"], test_n=after["n"],
-        val_top1_pruned=d["val_top1"], val_top1_finetuned=f["val_top1"],
-        params=d["params"], flops=d["flops"], base_params=d["base_params"], base_flops=d["base_flops"],
-        rate_target=d["rate_target"], rate_achieved=d["rate_achieved"],
+        derivation_record(d, f, before, after, base=w.base, subtask=w.subtask, kind=sm.params.subtask_kind,
+                          alpha=alpha, seed=w.seed),
+        method=w.method, classes=d["classes"], class_names=d["class_names"], rate_target=d["rate_target"],
         rate_achieved_params=d["rate_achieved_params"], rate_achieved_flops=d["rate_achieved_flops"],
-        depth=d["depth"], embed_dim=d["embed_dim"], finetune_epochs=f["finetune_epochs"],
-        derive_seconds=d["derive_seconds"], derive_phase_seconds=d["seconds"],
-        finetune_seconds=f["seconds"].get("recovery"), finetune_reused_from=f.get("reused_from"),
-        passes=(d.get("details") or {}).get("passes"), eval_pruned=before, eval_finetuned=after,
+        finetune_epochs=f["finetune_epochs"], derive_phase_seconds=d["seconds"],
+        finetune_reused_from=f.get("reused_from"), passes=(d.get("details") or {}).get("passes"),
+        eval_pruned=before, eval_finetuned=after,
     )
     write_json(sm.output.json[i], out)
     log.info("alpha %s: top-1 %.4f -> %.4f after fine-tuning; rate %.3f", alpha, before["top1"], after["top1"],

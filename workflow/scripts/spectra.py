@@ -3,6 +3,7 @@ of W_Q~^T W_K~ (kind qk) and W_V~^T W_O^T (kind v), biases as an extra input col
 direction's share of the head's energy (sigma^2 / sum sigma^2) and the cumulative share that
 NuWa's rho_qkv threshold is compared against."""
 import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -11,15 +12,22 @@ sys.path.insert(0, sm.scriptdir)
 from _common import read_json, start  # noqa: E402
 
 log = start(sm, "spectra")
-from _oneshot import one_shot_models  # noqa: E402
 from nuwa import io  # noqa: E402
+from nuwa import layer_classifiers as lc  # noqa: E402
 from nuwa.atomic import atomic_path  # noqa: E402
-from nuwa.prune import prune_heads  # noqa: E402
+from nuwa.methods.nuwa import cut_depth  # noqa: E402
+from nuwa.prune import prune_classifier, prune_heads  # noqa: E402
 from nuwa.svd import reparametrize  # noqa: E402
 
+# The one-shot model `importance` ranked (its classes, depth and heads), rebuilt from the base and
+# the per-layer classifiers `nuwa prepare` cached beside it.
 oneshot = read_json(sm.input.oneshot)
-base = io.load(sm.params.base_dir)
-_, pruned = one_shot_models(base, sm.params.base_dir, oneshot["classes"], oneshot["depth"])
+base_dir = Path(sm.params.base_dir)
+base = io.load(base_dir)
+exits = lc.load(base_dir / lc.FILE) if oneshot["depth"] < base.config.depth else []
+if exits is None:
+    raise FileNotFoundError(f"{base_dir / lc.FILE}: per-layer classifiers missing (run `nuwa prepare`)")
+pruned = cut_depth(prune_classifier(base, oneshot["classes"]), oneshot["depth"], exits, oneshot["classes"])
 model = prune_heads(pruned, oneshot["heads_kept"])
 _, spectra = reparametrize(model, "product" if sm.params.svd == "off" else sm.params.svd)
 rows = []

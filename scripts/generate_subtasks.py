@@ -1,10 +1,10 @@
-"""Write the sub-task definitions in this folder (run once; the YAML files are committed).
+"""Write the sub-task definitions, nuwa/subtasks/DATASET.yaml (run once; the files are committed).
 
-    .venv/bin/python config/subtasks/generate.py [OUT_DIR]   # default: this folder
+    .venv/bin/python scripts/generate_subtasks.py [OUT_DIR]   # default: nuwa/subtasks
 
 Hard sub-tasks are hand-picked similar classes; simple sub-tasks are random dissimilar classes
 drawn with a fixed seed (SEED), so re-running this script reproduces the committed files byte
-for byte. The workflow never runs it: it reads the YAML files.
+for byte. Neither the library nor the workflow runs it: they read the YAML files.
 
 ImageNet-1K: the class order is the standard one (sorted WordNet ids), taken from timm's
 `timm/data/_info/imagenet_synsets.txt`, names from `imagenet_synset_to_lemma.txt`.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-HERE = Path(__file__).resolve().parent
+OUT = Path(__file__).resolve().parents[1] / "nuwa" / "subtasks"
 SEED = 20250403  # the arXiv id of the paper, 2504.03118
 
 FASHION_MNIST = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -113,7 +113,7 @@ def write(out: Path, name: str, header: str, subtasks: dict) -> None:
     (out / f"{name}.yaml").write_text(text)
 
 
-def main(out: Path = HERE) -> None:
+def main(out: Path = OUT) -> None:
     rng = random.Random(SEED)
     fm = {
         "H1": entry("hard", "upper-body garments", [0, 2, 4, 6], FASHION_MNIST),
@@ -121,8 +121,8 @@ def main(out: Path = HERE) -> None:
         "S1": entry("simple", "dissimilar garments and accessories", [1, 2, 7, 8], FASHION_MNIST),
         "S2": entry("simple", "dissimilar garments and accessories", [0, 1, 5, 8], FASHION_MNIST),
     }
-    write(out, "fashion-mnist", "# Fashion-MNIST sub-tasks (the same names and classes as nuwa/subtasks.yaml).\n"
-          "# Written by config/subtasks/generate.py; indices are the data set's labels.\n", fm)
+    write(out, "fashion-mnist", "# Fashion-MNIST sub-tasks.\n"
+          "# Written by scripts/generate_subtasks.py; indices are the data set's labels.\n", fm)
 
     group10 = {CIFAR10.index(c): g for g, members in CIFAR10_GROUPS.items() for c in members}
     c10 = {
@@ -141,7 +141,7 @@ def main(out: Path = HERE) -> None:
                           sorted(picks), CIFAR10)
     assert all(group10.get(i) for s in c10.values() for i in s["indices"])
     write(out, "cifar10", "# CIFAR-10 sub-tasks (Figure 6 of the paper: sizes are not given there; our choice).\n"
-          "# Written by config/subtasks/generate.py; indices are the data set's labels.\n", c10)
+          "# Written by scripts/generate_subtasks.py; indices are the data set's labels.\n", c10)
 
     assert len(CIFAR100) == 100
     c100 = {}
@@ -158,7 +158,7 @@ def main(out: Path = HERE) -> None:
         c100[name] = entry("simple", f"{k} random classes, at most {per} per superclass (seed {SEED})", picks, CIFAR100)
     write(out, "cifar100", "# CIFAR-100 sub-tasks: hard = the fine classes of one superclass; simple = random classes\n"
           "# from different superclasses (Figure 6 of the paper; sizes are our choice). Written by\n"
-          "# config/subtasks/generate.py; indices are the fine labels (alphabetical, as in the meta file).\n", c100)
+          "# scripts/generate_subtasks.py; indices are the fine labels (alphabetical, as in the meta file).\n", c100)
 
     wnids, names = timm_imagenet()
     inet = {h: entry("hard", desc, sorted(idx), names, wnids) for h, (desc, idx) in IMAGENET_HARD.items()}
@@ -171,10 +171,10 @@ def main(out: Path = HERE) -> None:
     write(out, "imagenet", "# ImageNet-1K sub-tasks of the paper (Appendix A.1): H1-H4 hand-picked similar classes,\n"
           "# S1-S6 random dissimilar classes. Indices in the standard 1000-class order (sorted WordNet ids,\n"
           "# timm's imagenet_synsets.txt); names from timm's imagenet_synset_to_lemma.txt (first lemma).\n"
-          "# Written by config/subtasks/generate.py.\n", inet)
+          "# Written by scripts/generate_subtasks.py.\n", inet)
 
 
 if __name__ == "__main__":
     import sys
 
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE)
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT)

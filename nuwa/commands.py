@@ -1,0 +1,185 @@
+"""What each `nuwa` command does, given its parsed arguments (the parser is nuwa.cli).
+
+derive, finetune and prepare check their arguments and options before they import the heavy
+modules (torch, timm), so a bad value is refused in a fraction of a second.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+
+from .errors import NuwaError
+from .options import AdaptiveOptions, DeriveOptions, check_recovery, check_request
+
+_ADAPTIVE = frozenset(f.name for f in fields(AdaptiveOptions))
+
+
+def options_from_args(args: argparse.Namespace) -> DeriveOptions:
+    """The derive options of a command: its --options YAML file, then the option flags it was
+    given (nuwa.cli.add_option_flags; None: not given), validated."""
+    opts = DeriveOptions()
+    if args.options:
+        import yaml
+
+        try:
+            opts = DeriveOptions.from_dict(yaml.safe_load(open(args.options)) or {})
+        except (OSError, yaml.YAMLError, TypeError) as e:
+            raise NuwaError(f"--options {args.options}: {e}") from None
+    for name in getattr(args, "option_flags", ()):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(opts.adaptive if name in _ADAPTIVE else opts, name, value)
+    return opts.validate()
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from . import cost, io
+
+    model = io.load(args.dir)
+    cfg = model.config
+    info = dict(
+        depth=cfg.depth, embed_dim=cfg.embed_dim, num_classes=cfg.num_classes,
+        img_size=list(cfg.img_size), patch_size=cfg.patch_size, in_chans=cfg.in_chans,
+        params=cost.count_params(model), flops=cost.count_flops(cfg),
+        params_eq7=cost.params_eq7(cfg), flops_eq8=cost.flops_eq8(cfg),
+        layers=cfg.layer_table(), classes=cfg.classes, class_names=cfg.class_names,
+    )
+    if not args.json:
+        print(f"{args.dir}: depth {cfg.depth}, embed dim {cfg.embed_dim}, {cfg.num_classes} classes, "
+              f"{cfg.in_chans}x{cfg.img_size[0]}x{cfg.img_size[1]} input, patch {cfg.patch_size}")
+        print(f"params {info['params']:,} ({info['params'] / 1e6:.2f} M; Eq. 7: {info['params_eq7']:,})")
+        print(f"FLOPs  {info['flops']:,} ({info['flops'] / 1e9:.3f} G MACs; Eq. 8: {info['flops_eq8']:,})")
+        print(f"{'layer':>5} {'heads':>5} {'qk/head':>7} {'v/head':>6} {'q':>5} {'v':>5} {'mlp':>6}")
+        for r in info["layers"]:
+            print(f"{r['layer']:>5} {r['heads']:>5} {r['qk_per_head']:>7} {r['v_per_head']:>6} "
+                  f"{r['q']:>5} {r['v']:>5} {r['mlp']:>6}")
+    print(json.dumps(info))
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .export import DEFAULT_CALIB_SAMPLES, export, parse_precision
+
+    precision, mode = parse_precision("fp16" if args.fp16 else "int8" if args.int8 else "fp32", args.int8_mode)
+    samples = DEFAULT_CALIB_SAMPLES if args.calib_samples is None else args.calib_samples
+    path = export(args.model, args.onnx, precision=precision, int8_mode=mode, calib=args.calib_data,
+                  calib_samples=samples)
+    print(json.dumps(dict(onnx=str(path), precision=precision if mode is None else f"int8-{mode}",
+                          bytes=path.stat().st_size)))
+    return 0
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    from .pretrain import pretrain
+
+    _, report = pretrain(
+        args.model, args.data, out=args.out, epochs=args.epochs, img_size=args.img_size, in_chans=args.in_chans,
+        embed_dim=args.embed_dim, depth=args.depth, num_heads=args.num_heads, patch_size=args.patch_size,
+        lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed,
+        checkpoint=args.checkpoint, pretrained=args.pretrained, limit=args.limit, augment=not args.no_augment,
+    )
+    print(json.dumps(dict(out=str(args.out), test_top1=report["test_top1"], params=report["params"])))
+    return 0
+
+
+def run_derive(args: argparse.Namespace) -> int:
+    # --public-data names the public pool of a proxy derivation; it is --data under another name.
+    if args.public_data is not None and args.proxy_gmm is None:
+        raise NuwaError(f"--public-data {args.public_data} needs --proxy-gmm (else use --data)")
+    if args.public_data is not None and args.data is not None and args.public_data != args.data:
+        raise NuwaError(f"--data {args.data} and --public-data {args.public_data} differ; give one")
+    data = args.public_data if args.public_data is not None else args.data
+    if data is None:
+        raise NuwaError("give --data (or --public-data with --proxy-gmm)")
+    opts = options_from_args(args)
+    request = dict(classes=args.classes, subtask=args.subtask, rate=args.rate, metric=args.metric,
+                   latency_ms=args.latency_ms, method=args.method, recovery=args.recovery)
+    # The checks `derive` starts with, before torch is imported (seconds): a bad value fails at once.
+    check_request(finetune_epochs=args.finetune_epochs, proxy_gmm=args.proxy_gmm, **request)
+    from .derivation import derive
+
+    _, report = derive(args.model, data, finetune_epochs=args.finetune_epochs, seed=args.seed,
+                       checkpoint=args.checkpoint, out=args.out, options=opts, proxy_gmm=args.proxy_gmm, **request)
+    keys = ("method", "rate_target", "metric", "rate_achieved", "params", "flops", "base_params", "base_flops",
+            "depth", "embed_dim", "val_top1_before_recovery", "val_top1", "derive_seconds", "data_regime")
+    summary = {k: report.get(k) for k in keys}
+    if report.get("proxy"):
+        summary.update(proxy_precision=report["proxy"]["precision"], proxy_selected=report["proxy"]["selected"])
+    print(json.dumps(dict(out=str(args.out), **summary)))
+    return 0
+
+
+def run_fit_gmm(args: argparse.Namespace) -> int:
+    from .proxy import fit_device_gmm
+
+    doc = fit_device_gmm(args.model, args.data, classes=args.classes, out=args.out, components=args.components,
+                         samples=args.samples, seed=args.seed, dims=args.dims, projection=args.projection,
+                         batch_size=args.batch_size)
+    print(json.dumps(dict(out=str(args.out), components=doc["components"], samples=doc["samples"],
+                          dims=doc["feature"]["dims"], class_names=doc["class_names"])))
+    return 0
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    opts = options_from_args(args)
+    check_recovery(args.recovery, args.epochs)  # before torch is imported, as in run_derive
+    from .derivation import finetune_dir
+
+    _, report = finetune_dir(args.model, args.data, epochs=args.epochs, seed=args.seed, out=args.out,
+                             options=opts, limit=args.limit, recovery=args.recovery, base=args.base)
+    print(json.dumps(dict(out=str(args.out), recovery=args.recovery, val_top1_before=report["val_top1_before_recovery"],
+                          val_top1=report["val_top1"], epochs=report["finetune_epochs"],
+                          recovery_seconds=report["seconds"]["recovery"])))
+    return 0
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    opts = options_from_args(args)
+    from .base import prepare_base
+
+    print(json.dumps(prepare_base(args.model, args.data, options=opts)))
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_dir
+
+    if args.onnx is not None:
+        from .onnx_eval import evaluate_file
+
+        print(json.dumps(evaluate_file(args.onnx, args.data, model_dir=args.model, classes=args.classes,
+                                       subtask=args.subtask, split=args.split, batch_size=args.batch_size,
+                                       limit=args.limit)))
+        return 0
+    if args.model is None:
+        raise NuwaError("one of --model DIR or --onnx FILE is required")
+    print(json.dumps(evaluate_dir(args.model, args.data, classes=args.classes, subtask=args.subtask,
+                                  split=args.split, batch_size=args.batch_size, limit=args.limit)))
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from . import io
+    from .bench import RUNTIMES, bench_suite
+    from .cost import count_flops, count_params
+
+    runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()]
+    bad = [r for r in runtimes if r not in RUNTIMES]
+    if bad or not runtimes:
+        raise NuwaError(f"unknown runtime {','.join(bad) or args.runtime!r}; expected any of {', '.join(RUNTIMES)}")
+    batches = []
+    for b in args.batch_size.split(","):
+        try:
+            batches.append(int(b))
+        except ValueError:
+            raise NuwaError(f"batch size {b!r} is not an integer") from None
+        if batches[-1] < 1:
+            raise NuwaError(f"batch size {b} must be >= 1")
+    model = io.load(args.model)
+    rows = bench_suite(model, batch_sizes=batches, runtimes=runtimes, threads=args.threads, warmup=args.warmup,
+                       repeats=args.repeats, device=args.device, on_error="record")
+    model_info = dict(model=str(args.model), params=count_params(model.config), flops=count_flops(model.config))
+    # One combination: a flat object (the design's contract); several: one row each under "results".
+    print(json.dumps(dict(model_info, **rows[0]) if len(rows) == 1 else dict(model_info, results=rows)))
+    return 0

@@ -3,8 +3,11 @@ artefacts, each built once and shared by every module that reads it:
 
 - `npz`, `base_dir`: a tiny blob data set and a base pretrained on it (`nuwa pretrain`);
 - `built`: the workflow's `test` profile run end to end by the real `snakemake` command in a
-  temporary copy of the repository (tests that change that copy take `built_copy` instead).
+  temporary copy of the repository (tests that change that copy take `built_copy` instead);
+- `dvc_repro`: the same profile built from scratch by `dvc repro` in a git copy of its own.
 
+The two builds start in the background with the session's first test; the tests that read them
+run after the rest, and the tests marked `unloaded` run last (see "the workflow's `test` profile").
 Tests that would change a shared artefact (beyond the per-base caches a derivation writes next to
 its base, which give the same results whoever writes them first) work on a copy.
 """
@@ -15,7 +18,9 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -109,19 +114,122 @@ def base_dir(npz, tmp_path_factory) -> Path:
     return out
 
 
-# ---- the workflow's `test` profile, built once ---------------------------------------------------------
-@pytest.fixture(scope="session")
-def built(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """(repository copy, the finished `snakemake --profile workflow/profiles/default --config
-    profile=test` run): every table, figure, ablation, interpretation and extension of the profile.
-    Read it only; to change it, take `built_copy`."""
-    from tests.test_workflow import SNAKEMAKE, copy_repo, run
+# ---- the workflow's `test` profile, built once by Snakemake and once by DVC, in the background -----------
+# Both builds are chains of single-threaded jobs that leave much of 2 cores idle (one build alone
+# averaged 1.15 busy cores), so they start with the session's first test and run side by side,
+# each in its own copy, while the tests that need neither run. The tests that read a build run
+# after those; the tests marked `unloaded` run last, when no build runs alongside them any more.
+BUILD_FIXTURES = {"built", "dvc_repro"}
+BUILD_TIMEOUT = 1500  # seconds from the start, for each build
 
-    if not Path(SNAKEMAKE).exists():
-        pytest.skip("snakemake is not installed next to python")
-    repo = copy_repo(tmp_path_factory.mktemp("workflow") / "repo")
-    proc = run([SNAKEMAKE, "--profile", "workflow/profiles/default", "--config", "profile=test"], repo)
-    return repo, proc
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "unloaded: needs the machine to itself (wall-clock timing, or a heavy "
+                                       "multi-threaded run that contention slows several-fold); runs after "
+                                       "the workflow builds")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Stable reorder: others first, then the readers of a build, then the `unloaded` tests."""
+    def group(item) -> int:
+        if item.get_closest_marker("unloaded"):
+            return 2
+        return 1 if BUILD_FIXTURES & set(getattr(item, "fixturenames", ())) else 0
+
+    items[:] = sorted(items, key=group)
+
+
+class Build:
+    """A command started in the background in a repository copy; `result()` waits for it."""
+
+    def __init__(self, cmd: list[str], repo: Path):
+        self.repo = repo
+        self.logs = {name: open(repo.parent / f"{repo.name}.{name}", "w+") for name in ("stdout", "stderr")}
+        self.proc = subprocess.Popen(cmd, cwd=repo, stdout=self.logs["stdout"], stderr=self.logs["stderr"],
+                                     env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"), start_new_session=True)
+        self.deadline = time.monotonic() + BUILD_TIMEOUT
+
+    def result(self) -> subprocess.CompletedProcess:
+        try:
+            self.proc.wait(timeout=max(1.0, self.deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.kill()
+        out = {}
+        for name, f in self.logs.items():
+            f.seek(0)
+            out[name] = f.read()
+        cmd = " ".join(self.proc.args)
+        if self.proc.returncode != 0:
+            raise AssertionError(f"{cmd} failed ({self.proc.returncode}):\n{out['stdout'][-4000:]}\n{out['stderr'][-6000:]}")
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out["stdout"], out["stderr"])
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:  # it ran too long, or the session ended first (-x, an interrupt)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        self.kill()
+        for f in self.logs.values():
+            f.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _workflow_builds(request, tmp_path_factory):
+    """{fixture name: Build} for the builds some selected test reads, started here (the session's
+    first test) in the background; nothing starts when no selected test reads a build."""
+    from tests.test_workflow import DVC, SNAKEMAKE, copy_repo, run, set_param
+
+    wanted = set()
+    for item in request.session.items:
+        wanted |= BUILD_FIXTURES & set(getattr(item, "fixturenames", ()))
+
+    def snakemake_build() -> Build:
+        repo = copy_repo(tmp_path_factory.mktemp("workflow") / "repo")
+        return Build([SNAKEMAKE, "--profile", "workflow/profiles/default", "--config", "profile=test"], repo)
+
+    def dvc_build() -> Build:
+        repo = copy_repo(tmp_path_factory.mktemp("dvc") / "repo", git=True)
+        set_param(repo, "profile", "test")
+        run([DVC, "update", "data/fashion-mnist.dvc"], repo)  # the frozen input, from its recorded source
+        return Build([DVC, "repro"], repo)
+
+    builds: dict[str, Build | Exception] = {}
+    if Path(SNAKEMAKE).exists():
+        for name, start in (("built", snakemake_build), ("dvc_repro", dvc_build)):
+            if name in wanted and (name != "dvc_repro" or Path(DVC).exists()):
+                try:
+                    builds[name] = start()
+                except Exception as e:  # fails the tests that read this build, not the session
+                    builds[name] = e
+    yield builds
+    for build in builds.values():
+        if isinstance(build, Build):
+            build.stop()
+
+
+def _finished(builds: dict, name: str, missing: str) -> tuple[Path, subprocess.CompletedProcess]:
+    if name not in builds:
+        pytest.skip(missing)
+    build = builds[name]
+    if isinstance(build, Exception):
+        raise build
+    return build.repo, build.result()
+
+
+@pytest.fixture(scope="session")
+def built(_workflow_builds) -> tuple[Path, subprocess.CompletedProcess]:
+    """(repository copy, the finished `snakemake --profile workflow/profiles/default --config
+    profile=test` run there): every table, figure, ablation, interpretation and extension of the
+    profile, built from scratch. Read it only; to change it, take `built_copy`."""
+    return _finished(_workflow_builds, "built", "snakemake is not installed next to python")
+
+
+@pytest.fixture(scope="session")
+def dvc_repro(_workflow_builds) -> tuple[Path, subprocess.CompletedProcess]:
+    """(a fresh git copy of the repository with `profile: test` and data/fashion-mnist.dvc updated,
+    the finished first `dvc repro` there: every stage run from scratch). One test owns it."""
+    return _finished(_workflow_builds, "dvc_repro", "dvc or snakemake is not installed next to python")
 
 
 def copy_tree(src: Path, dest: Path) -> Path:

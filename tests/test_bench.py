@@ -41,6 +41,7 @@ def test_every_runtime_and_batch_size_gets_a_row_with_consistent_numbers(tiny):
         assert r["peak_mem_mb"] is None or r["peak_mem_mb"] >= 0
 
 
+@pytest.mark.unloaded
 def test_min_seconds_keeps_timing_past_the_repeats(tiny):
     r = measure_latency(nuwa.load(tiny), repeats=2, warmup=0, min_seconds=0.2)
     assert r["repeats"] > 2

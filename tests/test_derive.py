@@ -5,7 +5,6 @@ import math
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -104,6 +103,7 @@ def test_per_base_artefacts_are_cached_next_to_the_base(base_dir, npz):
     assert report["details"]["passes"] == FAST["score_samples"]  # embedding scores were not recomputed
 
 
+@pytest.mark.unloaded
 def test_latency_budget(base_dir, npz):
     # Batch 256: at smaller batches a model this small is mostly framework overhead, and its
     # smallest adaptive candidate runs at ~75% of the base (measured at batch 64), so a 0.7 budget

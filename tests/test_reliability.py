@@ -27,6 +27,7 @@ def _absent_or_complete(out, parent):
 
 
 @pytest.mark.slow
+@pytest.mark.unloaded  # the delays aim at phases of an unloaded run
 @pytest.mark.parametrize("delay", [0.5, 2.0, 3.5, 5.0, 6.5, 8.0])
 def test_sigkill_during_pretrain_leaves_nothing_half_written(npz, tmp_path, delay):
     out = tmp_path / "base"
@@ -39,6 +40,7 @@ def test_sigkill_during_pretrain_leaves_nothing_half_written(npz, tmp_path, dela
 
 
 @pytest.mark.slow
+@pytest.mark.unloaded
 @pytest.mark.parametrize("delay", [1.0, 3.0, 5.0, 7.0, 9.0])
 def test_sigkill_during_derive_leaves_nothing_half_written(base_dir, npz, tmp_path, capfd, delay):
     from nuwa.cli import main

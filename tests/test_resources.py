@@ -16,6 +16,7 @@ BOUND_MB = 6 * 1024  # docs/workflow.md: a DeiT-Base derivation with scoring bat
 
 
 @pytest.mark.slow
+@pytest.mark.unloaded  # torch's default threads: beside the workflow builds it took 5x as long
 def test_a_deit_base_derivation_stays_within_the_memory_bound():
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # torch's own default (conftest sets 1)
     r = subprocess.run([sys.executable, str(ROOT / "scripts/memory_paper_shape.py"), "deit_base_patch16_224", "16"],

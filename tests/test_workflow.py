@@ -1,8 +1,10 @@
 """The workflow as a specification: Snakemake and DVC run for real on the `test` profile.
 
 Every run happens in a temporary copy of the repository (its tracked files, the project's .venv
-linked in), so the committed results/ are never touched. The two end-to-end runs (Snakemake and
-DVC) take about a minute each on 2 cores.
+linked in), so the committed results/ are never touched. The two end-to-end runs from scratch
+(Snakemake: `built`; DVC: `dvc_repro`; tests/conftest.py) take about 5 minutes side by side on 2
+cores; they start with the session and are shared with test_ablations.py and test_interpret.py.
+Tests that rerun or change something in the Snakemake build take a copy of it (`built_copy`).
 """
 from __future__ import annotations
 
@@ -330,11 +332,11 @@ def test_figures_and_tables_are_byte_identical_when_rebuilt(built_copy):
 
 
 # ---- DVC: the ledger over the same DAG -------------------------------------------------------------
-def test_dvc_repro_builds_the_test_profile_then_has_nothing_to_do(tmp_path):
-    repo = copy_repo(tmp_path / "repo", git=True)
-    set_param(repo, "profile", "test")
-    run([DVC, "update", "data/fashion-mnist.dvc"], repo)  # the frozen input, from its recorded source
-    first = run([DVC, "repro"], repo, timeout=900)
+def test_dvc_repro_builds_the_test_profile_then_has_nothing_to_do(dvc_repro, tmp_path):
+    # dvc_repro (tests/conftest.py): a fresh git copy, `profile: test`, `dvc update
+    # data/fashion-mnist.dvc` (the frozen input, from its recorded source), then `dvc repro` from
+    # scratch; it runs alongside the Snakemake build of `built`.
+    repo, first = dvc_repro
     assert "Running stage 'derive'" in first.stdout and (repo / "results/test/tables/table3.csv").is_file()
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert lock["stages"]["derive"]["params"]["params.yaml"]["profiles.test.alphas"] == [0.3, 0.6]

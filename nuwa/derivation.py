@@ -5,8 +5,10 @@ data, prune with the chosen method, recover, evaluate on the held-out validation
 The test split is never opened here; `nuwa eval` measures it.
 
 The pieces: `options` (DeriveOptions), `task` (the data split), `base` (per-base caches),
-`methods` (NuWa and the baselines), `recovery`. Data use. The base's training split is divided once (seeded by `split_seed`, not by the
-run's seed, so caches stay valid) into a fit part and a validation part. Per-layer
+`methods` (NuWa and the baselines), `recovery`.
+
+Data use. The base's training split is divided once (seeded by `split_seed`, not by the run's
+seed, so caches stay valid) into a fit part and a validation part. Per-layer
 classifiers and embedding scores use the fit part of all classes; sub-task importance
 scores and fine-tuning use the fit part of the sub-task's classes; depth decisions and the
 reported validation accuracy use the validation part of the sub-task's classes.

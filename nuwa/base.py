@@ -14,10 +14,11 @@ from . import layer_classifiers as lc
 from .errors import NuwaError
 from .importance import Taylor
 from .model import EdgeViT
-from .options import EMBED_SCORE_KEY, LAYER_HEAD_KEY, DeriveOptions
+from .options import EMBED_SCORE_KEY, LAYER_HEAD_KEY, CACHE_FILES, DeriveOptions, cache_file
 from .task import SubTask, open_base_data
 
-EMBED_FILE = "embed_scores.safetensors"
+EMBED_FILE = CACHE_FILES[1]
+
 
 
 def load_base(model: str | Path | EdgeViT, *, checkpoint: str | Path | None = None,
@@ -46,12 +47,13 @@ def prepare_base(model_dir: str | Path, data: str, *, options: DeriveOptions | N
                    preprocess=bd.preprocess)
     base_layer_heads(base, base_dir, task, opts)
     base_embed_scores(base, base_dir, task, opts)
-    return dict(layer_heads=str(base_dir / lc.FILE), embed_scores=str(base_dir / EMBED_FILE))
+    return dict(layer_heads=str(base_dir / cache_file(lc.FILE, opts.split())),
+                embed_scores=str(base_dir / cache_file(EMBED_FILE, opts.split())))
 
 
 def base_layer_heads(base: EdgeViT, base_dir: Path | None, task: SubTask, opts: DeriveOptions) -> list:
     sha = lc.base_sha(base_dir) if base_dir is not None else None
-    cache = base_dir / lc.FILE if (base_dir is not None and opts.cache) else None
+    cache = base_dir / cache_file(lc.FILE, opts.split()) if (base_dir is not None and opts.cache) else None
     key = cache_key(sha, opts, LAYER_HEAD_KEY)
     heads = lc.load(cache, key=key) if cache is not None else None
     if heads is None:
@@ -59,7 +61,7 @@ def base_layer_heads(base: EdgeViT, base_dir: Path | None, task: SubTask, opts: 
 
         feats, labels = collect_cls_tokens(base, task.fit_all, preprocess=task.preprocess,
                                            limit=opts.layer_head_samples, desc="layer-head features")
-        heads = lc.build(base, feats, labels, epochs=opts.layer_head_epochs, seed=opts.split_seed)
+        heads = lc.build(base, feats, labels, epochs=opts.layer_head_epochs, seed=opts.split())
         if cache is not None and _writable(base_dir):
             lc.save(cache, heads, key=key, meta=dict(samples=len(labels), epochs=opts.layer_head_epochs))
     return heads
@@ -72,7 +74,7 @@ def base_embed_scores(base: EdgeViT, base_dir: Path | None, task: SubTask, opts:
     from .atomic import atomic_path
 
     sha = lc.base_sha(base_dir) if base_dir is not None else None
-    cache = base_dir / EMBED_FILE if (base_dir is not None and opts.cache) else None
+    cache = base_dir / cache_file(EMBED_FILE, opts.split()) if (base_dir is not None and opts.cache) else None
     key = cache_key(sha, opts, EMBED_SCORE_KEY)
     if cache is not None and cache.is_file():
         from safetensors import safe_open
@@ -80,7 +82,7 @@ def base_embed_scores(base: EdgeViT, base_dir: Path | None, task: SubTask, opts:
         with safe_open(str(cache), framework="pt") as f:
             if (f.metadata() or {}).get("key") == key:
                 return load_file(str(cache))["embed"], 0
-    batches = task.batches(task.fit_all, opts.embed_score_samples, seed=opts.split_seed,
+    batches = task.batches(task.fit_all, opts.embed_score_samples, seed=opts.split(),
                            batch_size=opts.batch_size, desc="embedding scores")
     scores = Taylor(microbatch=opts.taylor_microbatch)(base, batches)
     if cache is not None and _writable(base_dir):
@@ -92,7 +94,8 @@ def base_embed_scores(base: EdgeViT, base_dir: Path | None, task: SubTask, opts:
 def cache_key(sha: str | None, opts: DeriveOptions, names: tuple[str, ...]) -> str:
     """The key a cache is stored under: the base's hash, then the values of the options that built
     it, joined by colons."""
-    return ":".join(f"{v}" for v in (sha, *(getattr(opts, n) for n in names)))
+    values = (opts.split() if n == "split_seed" else getattr(opts, n) for n in names)
+    return ":".join(f"{v}" for v in (sha, *values))
 
 
 def _writable(path: Path) -> bool:

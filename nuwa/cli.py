@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, help="base model directory")
     s.add_argument("--data", required=True)
     s.add_argument("--options", help="YAML file of derive options")
+    s.add_argument("--seed", type=int, default=0,
+                   help="the --seed of the derivations these caches serve (their fit/validation split)")
     s.set_defaults(func=commands.run_prepare)
 
     s = sub.add_parser("finetune", help="recovery as its own step: fine-tune (or distill, refit) a derived model")
@@ -169,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", choices=["test", "train"])
     s.add_argument("--batch-size", type=_positive_int, default=256)
     s.add_argument("--limit", type=_positive_int)
+    s.add_argument("--per-image", action="store_true",
+                   help="add each test image's 0/1 correctness (packed bits), for paired comparisons")
     s.set_defaults(func=commands.run_eval)
 
     s = sub.add_parser("bench", help="latency and throughput of a model directory")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import fields
 
 from .errors import NuwaError
@@ -104,6 +105,10 @@ def run_derive(args: argparse.Namespace) -> int:
     keys = ("method", "rate_target", "metric", "rate_achieved", "params", "flops", "base_params", "base_flops",
             "depth", "embed_dim", "val_top1_before_recovery", "val_top1", "derive_seconds", "data_regime")
     summary = {k: report.get(k) for k in keys}
+    if report.get("rate_note"):  # the achieved rate is off the request: say why, on stderr too
+        summary["rate_note"] = report["rate_note"]
+        print(f"note: rate {report['rate_achieved']:.3f} for --rate {report['rate_target']}: {report['rate_note']}",
+              file=sys.stderr)
     if report.get("proxy"):
         summary.update(proxy_precision=report["proxy"]["precision"], proxy_selected=report["proxy"]["selected"])
     print(json.dumps(dict(out=str(args.out), **summary)))
@@ -135,7 +140,9 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    opts = options_from_args(args)
+    if args.seed < 0:
+        raise NuwaError(f"--seed {args.seed} must be >= 0")
+    opts = options_from_args(args).for_seed(args.seed)
     from .base import prepare_base
 
     print(json.dumps(prepare_base(args.model, args.data, options=opts)))
@@ -148,6 +155,9 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.onnx is not None:
         from .onnx_eval import evaluate_file
 
+        if args.per_image:
+            raise NuwaError("--per-image is not available with --onnx")
+
         print(json.dumps(evaluate_file(args.onnx, args.data, model_dir=args.model, classes=args.classes,
                                        subtask=args.subtask, split=args.split, batch_size=args.batch_size,
                                        limit=args.limit)))
@@ -155,7 +165,8 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.model is None:
         raise NuwaError("one of --model DIR or --onnx FILE is required")
     print(json.dumps(evaluate_dir(args.model, args.data, classes=args.classes, subtask=args.subtask,
-                                  split=args.split, batch_size=args.batch_size, limit=args.limit)))
+                                  split=args.split, batch_size=args.batch_size, limit=args.limit,
+                                  per_image=args.per_image)))
     return 0
 
 

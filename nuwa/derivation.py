@@ -7,11 +7,12 @@ The test split is never opened here; `nuwa eval` measures it.
 The pieces: `options` (DeriveOptions), `task` (the data split), `base` (per-base caches),
 `methods` (NuWa and the baselines), `recovery`.
 
-Data use. The base's training split is divided once (seeded by `split_seed`, not by the run's
-seed, so caches stay valid) into a fit part and a validation part. Per-layer
-classifiers and embedding scores use the fit part of all classes; sub-task importance
-scores and fine-tuning use the fit part of the sub-task's classes; depth decisions and the
-reported validation accuracy use the validation part of the sub-task's classes.
+Data use. The base's training split is divided (seeded by `split_seed`, by default the run's
+seed, so seeds differ in their split too; caches are kept per split) into a fit part and a
+validation part. Per-layer classifiers and embedding scores use the fit part of all classes;
+sub-task importance scores and fine-tuning use the fit part of the sub-task's classes; depth
+decisions, the recovery's guard and the reported validation accuracy use the validation part
+of the sub-task's classes.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from . import cost, io
 from .base import load_base
 from .errors import NuwaError
 from .model import EdgeViT
-from .options import DeriveOptions, check_recovery, check_request
+from .options import RATE_TOLERANCE, DeriveOptions, check_recovery, check_request
 from .methods import METHODS
 from .task import open_base_data, open_subtask
 
@@ -50,6 +51,10 @@ class Budget:
     def __init__(self, *, rate, metric, latency_ms, base_cost: dict[str, int], opts: DeriveOptions) -> None:
         self.rate, self.metric, self.latency_ms, self.base_cost, self.opts = rate, metric, latency_ms, base_cost, opts
 
+    def rate_of(self, config) -> float:
+        """The pruning rate `config` reaches in the budget's metric."""
+        return round(1 - cost.cost(config, self.metric) / self.base_cost[self.metric], 6)
+
     def __call__(self, config, build: Callable[[], EdgeViT]) -> bool:
         if self.rate is not None:
             return cost.cost(config, self.metric) <= (1 - self.rate) * self.base_cost[self.metric]
@@ -65,6 +70,21 @@ class Budget:
             return False
         confirm = measure_latency(model, repeats=30, warmup=5, min_seconds=0.25, **kw)
         return confirm["latency_ms_median"] <= (1 - o.latency_margin) * self.latency_ms
+
+
+def explain_rate(rate: float | None, achieved: float, details: dict) -> str | None:
+    """Why a derivation's achieved rate lies outside [rate, rate + RATE_TOLERANCE]; None inside it."""
+    if rate is None or rate - 1e-9 <= achieved <= rate + RATE_TOLERANCE + 1e-9:
+        return None
+    d = details or {}
+    if d.get("depth_policy") == "accuracy" and d.get("rate_after_depth", 0.0) > rate + RATE_TOLERANCE:
+        return (f"the accuracy depth policy keeps {d['depth']} layers, which alone reach rate "
+                f"{d['rate_after_depth']:.3f}; --depth-policy budget keeps the layers the request needs")
+    over = d.get("nearest_over_budget_rate")
+    if over is not None:
+        return (f"no candidate lies in between: the search's finest step goes from rate {over:.3f} (over "
+                f"budget) to {achieved:.3f}; a smaller --round-to gives finer steps")
+    return f"rate {achieved:.3f} is the method's nearest candidate within budget"
 
 
 # ---- derive and its recovery step ----------------------------------------------------------
@@ -92,7 +112,7 @@ def derive(
     With `proxy_gmm` (a device's gmm.json, `nuwa fit-gmm`), `data` is a public pool and the data
     set is its samples the device's mixture scores highest (nuwa.proxy); `classes` defaults to
     the gmm's class names."""
-    opts = (options or DeriveOptions()).validate()
+    opts = (options or DeriveOptions()).validate().for_seed(seed)
     check_request(rate=rate, metric=metric, latency_ms=latency_ms, method=method, recovery=recovery,
                   finetune_epochs=finetune_epochs, classes=classes, subtask=subtask, proxy_gmm=proxy_gmm)
     from .evaluate import evaluate
@@ -154,6 +174,7 @@ def derive(
         val_loss_before_recovery=val_before["loss"], val_loss=val_after["loss"],
         finetune_history=history, derive_seconds=derive_seconds,
         seconds={k: round(v, 3) for k, v in timer.seconds.items()},
+        rate_note=explain_rate(rate, 1 - cost.cost(pcfg, metric) / base_cost[metric], info),
         options=asdict(opts), details=info,
         data_regime="own" if task.proxy is None else "proxy", proxy=task.proxy,
     )
@@ -189,6 +210,9 @@ def finetune_dir(model_dir: str | Path, data: str, *, epochs: int = 5, seed: int
     if cfg.classes is None:
         raise NuwaError(f"{model_dir} is a base model (no class subset); derive an edge model first")
     report = dict(io.read_report(model_dir) or {})
+    # The derivation's split, so fine-tuning never trains on the images its validation used.
+    derived_split = (report.get("options") or {}).get("split_seed")
+    opts = opts.for_seed(seed if derived_split is None else derived_split)
     teacher = None
     if recovery in ("distill", "closed-form"):
         where = base if base is not None else report.get("base")

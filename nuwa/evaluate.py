@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .correctness import pack_correct
 from .errors import NuwaError
 from .loop_utils import Preprocessor, check_labels, check_positive_int, eval_mode, model_device, preprocess_for
 
@@ -39,8 +40,10 @@ def evaluate(
     classes: list[int] | None = None,
     limit: int | None = None,
     desc: str | None = "eval",
+    per_image: bool = False,
 ) -> dict[str, Any]:
-    """Top-1 accuracy and mean cross-entropy of `model` on `ds`.
+    """Top-1 accuracy and mean cross-entropy of `model` on `ds`; with `per_image`, also "correct":
+    each sample's 0/1 correctness in `ds`'s order (`nuwa.correctness.pack_correct`).
 
     With `classes` (indices of model outputs), only those logit columns compete: this is the
     accuracy of the classifier sliced to `classes`. Labels stay indices into the model's
@@ -54,7 +57,7 @@ def evaluate(
     num_classes = int(model.config.num_classes)  # type: ignore[attr-defined]
     table = _class_positions(classes, num_classes) if classes is not None else None
     cols = torch.tensor([int(c) for c in classes], device=device) if classes is not None else None
-    correct, loss_sum, n = 0, 0.0, 0
+    correct, loss_sum, n, hits = 0, 0.0, 0, []
     with eval_mode(model), torch.inference_mode():
         for x, y in batches(ds, batch_size=batch_size, limit=limit, progress=desc):
             check_labels(y, num_classes)
@@ -67,12 +70,18 @@ def evaluate(
             if cols is not None:
                 logits = logits[:, cols]
             y = y.to(device)
-            correct += int((logits.argmax(-1) == y).sum())
+            hit = logits.argmax(-1) == y
+            correct += int(hit.sum())
+            if per_image:
+                hits.append(hit.cpu())
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             n += len(y)
     if n == 0:
         raise NuwaError(f"{desc or 'evaluate'}: no samples to evaluate (data set has {len(ds)}, limit={limit})")
-    return {"top1": correct / n, "loss": loss_sum / n, "n": n}
+    out = {"top1": correct / n, "loss": loss_sum / n, "n": n}
+    if per_image:
+        out["correct"] = pack_correct(torch.cat(hits).numpy())
+    return out
 
 
 @torch.no_grad()  # not inference_mode: callers may feed the outputs into autograd
@@ -122,9 +131,13 @@ def collect_cls_tokens(model: nn.Module, ds: Any, *, preprocess: Preprocessor | 
 
 # ---- `nuwa eval` ----------------------------------------------------------------------------------
 def evaluate_dir(model_dir: str | Path, data: str, *, classes=None, subtask: str | None = None,
-                 split: str = "test", batch_size: int = 256, limit: int | None = None) -> dict:
+                 split: str = "test", batch_size: int = 256, limit: int | None = None,
+                 per_image: bool = False) -> dict:
     """For an edge model: accuracy on its classes' samples. For a base model with `classes`:
-    accuracy with the full classifier (`top1`) and with the classifier sliced to `classes`."""
+    accuracy with the full classifier (`top1`) and with the classifier sliced to `classes`.
+    With `per_image`, each sample's 0/1 correctness too ("correct", and "correct_sliced" next to
+    "top1_sliced"), in the split's order restricted to the classes: the same images in the same
+    order for every model evaluated on the same classes, so two models' vectors are aligned."""
     from . import io
     from .data import class_subset, open_split, resolve_classes
 
@@ -156,14 +169,19 @@ def evaluate_dir(model_dir: str | Path, data: str, *, classes=None, subtask: str
     if n == 0:
         raise NuwaError(f"no {split} samples for the requested classes in {data!r}")
     result = dict(n=n, split=split, data=data, model=str(model_dir))
+    hits = {}
     if cfg.classes is not None or idx is None:
-        result["top1"] = (logits.argmax(-1) == labels).float().mean().item()
+        hits["top1"] = logits.argmax(-1) == labels
         result["loss"] = torch.nn.functional.cross_entropy(logits, labels).item()
     else:
         t = torch.tensor(idx)
-        result["top1"] = (logits.argmax(-1) == t[labels]).float().mean().item()  # full classifier
-        result["top1_sliced"] = (logits[:, t].argmax(-1) == labels).float().mean().item()
+        hits["top1"] = logits.argmax(-1) == t[labels]  # full classifier
+        hits["top1_sliced"] = logits[:, t].argmax(-1) == labels
         result["loss"] = torch.nn.functional.cross_entropy(logits, t[labels]).item()
+    for key, hit in hits.items():
+        result[key] = hit.float().mean().item()
+        if per_image:
+            result[key.replace("top1", "correct")] = pack_correct(hit.numpy())
     if idx is not None:
         result["classes"] = idx
         result["class_names"] = list(ds.class_names)

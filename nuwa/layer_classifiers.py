@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -170,4 +171,18 @@ def choose_depth(accs: list[float], rho: float) -> int:
     keep, target = len(accs), rho * accs[-1]
     while keep > 1 and accs[keep - 2] >= target:
         keep -= 1
+    return keep
+
+
+def budget_depth(rule_keep: int, depth: int, within_budget: Callable[[int], bool]) -> int:
+    """The budget policy: start from the layers the rule keeps (`rule_keep` of `depth`) and add
+    layers back while a model of that many layers would meet the budget on its own, i.e. would
+    undershoot the requested cost. The result is the fewest layers at or above the request (or
+    all of them); the adaptive stage then trims the widths down to it. `within_budget(k)` must be
+    monotone: fewer layers never cost more."""
+    if not 1 <= rule_keep <= depth:
+        raise ValueError(f"rule keeps {rule_keep} layers of {depth}")
+    keep = rule_keep
+    while keep < depth and within_budget(keep):
+        keep += 1
     return keep

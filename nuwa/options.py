@@ -18,8 +18,12 @@ METRICS = ("params", "flops")
 ADAPTIVE_DIMS = ("qk", "v", "mlp", "embed")
 SVD_CHOICES = ("product", "joint", "off")  # off: score-based query-key/value selection
 LATENCY_RUNTIMES = ("torch", "onnx")
+DEPTH_POLICIES = ("budget", "accuracy")  # see DeriveOptions.depth_policy
 PROXY_SELECTS = ("stratified", "top")  # per-component quotas | best log-likelihoods (nuwa.proxy.select)
 DEFAULT_GAMMA_RATIO = (1.0, 5.0, 2.5)  # the paper's decay ratio qkv : exp : emb
+# A derivation at rate alpha aims at an achieved rate in [alpha, alpha + RATE_TOLERANCE]; the report
+# says why when it lands outside. Models whose rates differ by more are not compared as equal-cost.
+RATE_TOLERANCE = 0.03
 
 # The options each per-base cache is keyed by, after the base's hash and in this order (the keys of
 # files already written depend on it), and the fit/validation split of the base's training data.
@@ -31,6 +35,13 @@ EMBED_SCORE_KEY = _EMBED_SCORES + SPLIT_KEYS
 # What `nuwa prepare` reads: both keys and the scoring batch. The workflow hands exactly these to
 # its prepare stage, in this order (Snakemake compares a rule's recorded params by their repr).
 CACHE_KEYS = _LAYER_HEADS + _EMBED_SCORES + SPLIT_KEYS + ("batch_size",)
+CACHE_FILES = ("layer_heads.safetensors", "embed_scores.safetensors")  # the caches, named for split 0
+
+
+def cache_file(name: str, split: int) -> str:
+    """A per-base cache's file name for a split seed: `name` for split 0, else with the split in it
+    (`layer_heads.split1.safetensors`), so runs of several seeds keep their caches side by side."""
+    return name if split == 0 else name.replace(".safetensors", f".split{split}.safetensors")
 
 # DeriveOptions fields that params.yaml's `derive:` leaves out (its schema, $defs/derive_options,
 # lists every other field), with the profile key that sets each instead; None: the workflow never does.
@@ -64,6 +75,10 @@ class AdaptiveOptions:
     # 1 : 5 : 2.5 decay ratio), so the achieved rate lands just above alpha rather than up to one
     # whole iteration (and a rounding step) beyond it. False: the paper's integer iterations.
     refine_steps: int = 12
+    # Then hold the embedding size the search chose and search the finer dims (query-key, value,
+    # MLP) again: one rounding step of the embedding (8 of 96 dims) is ~8 % of the whole cost, so
+    # the first plan within budget can otherwise overshoot the rate by that much.
+    fill: bool = True
 
 
 @dataclass
@@ -71,6 +86,14 @@ class DeriveOptions:
     """Every knob of a derivation, with the paper's values as defaults."""
 
     rho_depth: float = _flagged(0.95)
+    # budget: drop layers by the rho_depth rule from the top (and heads by rho_head), but never so
+    # many that the cut model alone is within the budget (it would undershoot the requested cost);
+    # the adaptive stage trims the rest, so the achieved rate lands at the request. accuracy: the
+    # paper's rules alone, which may cut far past the request (a simple sub-task keeps 1 of 12
+    # layers at any rate).
+    depth_policy: str = _flagged("budget", choices=DEPTH_POLICIES,
+                                 help="budget: depth never cuts past the requested cost (default); "
+                                      "accuracy: the paper's rule alone")
     rho_head: float = _flagged(0.90)
     adaptive: AdaptiveOptions = field(default_factory=AdaptiveOptions)
     svd: str = _flagged("product", choices=SVD_CHOICES)
@@ -82,7 +105,9 @@ class DeriveOptions:
     layer_head_samples: int = 10_000  # all-class samples for per-layer classifiers (once per base)
     layer_head_epochs: int = 30
     val_fraction: float = _flagged(0.1)
-    split_seed: int = 0
+    # The fit/validation split of the base's training data. None: the run's seed (`--seed`), so
+    # seeds differ in their split too; the per-base caches are kept per split (nuwa.base).
+    split_seed: int | None = _flagged(None, help="seed of the fit/validation split (default: the run's --seed)")
     batch_size: int = _flagged(64)  # scoring and fine-tuning batch
     finetune_lr: float = 1e-4
     weight_decay: float = 0.05
@@ -101,7 +126,7 @@ class DeriveOptions:
     latency_runtime: str = _flagged("torch", choices=LATENCY_RUNTIMES)
     latency_threads: int | None = None
     latency_margin: float = 0.05  # a candidate must beat the latency budget by this share
-    xpruner: dict[str, Any] | None = None  # MaskOptions for the X-Pruner baseline (steps, lr, penalty, init)
+    xpruner: dict[str, Any] | None = None  # MaskOptions of the X-Pruner baseline (nuwa.methods.xpruner)
     cache: bool = True  # cache per-base artefacts (layer heads, embedding scores) in the base directory
     # Proxy derivation (derive(..., proxy_gmm=...)): how many top-scoring public samples to keep,
     # as a count or a share of the pool; neither: as many as the pool holds of the classes.
@@ -109,6 +134,16 @@ class DeriveOptions:
     proxy_quantile: float | None = _flagged(None, help="keep this share of the pool (default: class share)")
     proxy_select: str = _flagged("stratified", choices=PROXY_SELECTS,
                                  help="stratified: per-component quotas (default); top: best log-likelihoods overall")
+
+    def split(self) -> int:
+        """The split seed in force: split_seed, or 0 where no run seed resolved it (analyses)."""
+        return 0 if self.split_seed is None else self.split_seed
+
+    def for_seed(self, seed: int) -> "DeriveOptions":
+        """These options for a run with `seed`: an unset split_seed becomes the run's seed."""
+        from dataclasses import replace
+
+        return self if self.split_seed is not None else replace(self, split_seed=seed)
 
     def validate(self) -> "DeriveOptions":
         """One clear error naming the first bad option."""
@@ -126,6 +161,8 @@ class DeriveOptions:
         need(isinstance(a.round_to, int) and a.round_to >= 1, "round_to", a.round_to, "must be an integer >= 1")
         bad = [d for d in a.exclude if d not in ADAPTIVE_DIMS]
         need(not bad, "exclude", bad, f"must name dims among {', '.join(ADAPTIVE_DIMS)}")
+        need(self.depth_policy in DEPTH_POLICIES, "depth_policy", self.depth_policy,
+             f"must be {_one_of(DEPTH_POLICIES)}")
         need(self.svd in SVD_CHOICES, "svd", self.svd, f"must be {_one_of(SVD_CHOICES)}")
         for name in ("taylor_microbatch", "score_samples", "embed_score_samples", "layer_head_samples",
                      "batch_size", "latency_batch"):
@@ -134,6 +171,9 @@ class DeriveOptions:
         need(isinstance(self.layer_head_epochs, int) and self.layer_head_epochs >= 1, "layer_head_epochs",
              self.layer_head_epochs, "must be an integer >= 1")
         need(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "must be in (0, 1)")
+        need(self.split_seed is None or (isinstance(self.split_seed, int) and not isinstance(self.split_seed, bool)
+                                         and self.split_seed >= 0), "split_seed", self.split_seed,
+             "must be an integer >= 0")
         need(self.proxy_samples is None or (isinstance(self.proxy_samples, int) and self.proxy_samples >= 1),
              "proxy_samples", self.proxy_samples, "must be an integer >= 1")
         need(self.proxy_quantile is None or (isinstance(self.proxy_quantile, (int, float))

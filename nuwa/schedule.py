@@ -34,6 +34,9 @@ class Plan:
     neurons: list[list[int]]  # kept neuron indices per layer
     embed: list[int]  # kept embedding dims
     exact: dict[str, list[int] | int] = field(default_factory=dict)  # sizes before rounding
+    # The search's nearest plan over budget (the step it could not split further), which says
+    # why an achieved rate lands where it does; None: none was seen.
+    over: "Plan | None" = field(default=None, repr=False, compare=False)
 
     def config(self, base: EdgeViTConfig) -> EdgeViTConfig:
         layers = []
@@ -83,7 +86,8 @@ def _neurons(scores: list[torch.Tensor], rho: float, opts: AdaptiveOptions) -> t
 
 
 def plan_at(t: float, spectra: Spectra, scores: GroupScores, embed_scores: torch.Tensor,
-            opts: AdaptiveOptions) -> Plan:
+            opts: AdaptiveOptions, hold: Plan | None = None) -> Plan:
+    """The sizes at iteration t; with `hold`, the embedding dims (and threshold) of that plan."""
     rho = _thresholds(t, opts)
     qk_exact, v_exact, qk, v = [], [], [], []
     for s_qk, s_v in zip(spectra.qk, spectra.v):
@@ -94,7 +98,10 @@ def plan_at(t: float, spectra: Spectra, scores: GroupScores, embed_scores: torch
         v.append(round_size(rv, s_v.shape[1], opts.round_to))
     neurons, n_exact = _neurons(scores.neurons, rho["exp"], opts)
     d = embed_scores.numel()
-    if "embed" in opts.exclude:
+    if hold is not None:
+        rho["emb"] = hold.rho["emb"]
+        embed, d_exact = hold.embed, hold.exact["embed"]
+    elif "embed" in opts.exclude:
         embed, d_exact = list(range(d)), d
     else:
         d_exact = max(1, cumulative_keep(embed_scores, rho["emb"]).numel())
@@ -118,13 +125,17 @@ def search(spectra: Spectra, scores: GroupScores, embed_scores: torch.Tensor, op
     """
     plans: dict[float, Plan] = {}
     evaluated = 0
+    over: Plan | None = None
 
     def ok(t: float) -> bool:
-        nonlocal evaluated
+        nonlocal evaluated, over
         if t not in plans:
             plans[t] = plan_at(t, spectra, scores, embed_scores, opts)
         evaluated += 1
-        return within_budget(plans[t])
+        fits = within_budget(plans[t])
+        if not fits and (over is None or t > over.t):
+            over = plans[t]
+        return fits
 
     hi = min(last_iteration(opts), opts.max_iters)
     if not ok(hi):
@@ -145,7 +156,34 @@ def search(spectra: Spectra, scores: GroupScores, embed_scores: torch.Tensor, op
             else:
                 lo_f = mid
         hi = hi_f if hi_f != int(hi_f) else int(hi_f)
-    return plans[hi], evaluated
+    plan = plans[hi]
+    plan.over = over
+    if opts.fill and hi > 0 and "embed" not in opts.exclude:
+        plan, n = _fill(plan, spectra, scores, embed_scores, opts, within_budget)
+        evaluated += n
+    return plan, evaluated
+
+
+def _fill(found: Plan, spectra: Spectra, scores: GroupScores, embed_scores: torch.Tensor, opts: AdaptiveOptions,
+          within_budget: Callable[[Plan], bool]) -> tuple[Plan, int]:
+    """With `found`'s embedding dims held, the first t' <= found.t within budget (bisection: the
+    cost is monotone in t'); `found` itself is within budget at t' = found.t."""
+    at = lambda t: plan_at(t, spectra, scores, embed_scores, opts, hold=found)  # noqa: E731
+    first = at(0.0)
+    if within_budget(first):
+        first.over = found.over
+        return first, 1
+    lo, hi, best, over, evaluated = 0.0, float(found.t), found, first, 1
+    for _ in range(opts.refine_steps + int(math.log2(max(found.t, 1))) + 1):
+        mid = (lo + hi) / 2
+        candidate = at(mid)
+        evaluated += 1
+        if within_budget(candidate):
+            hi, best = mid, candidate
+        else:
+            lo, over = mid, candidate
+    best.over = over
+    return best, evaluated
 
 
 def materialise(rotated: EdgeViT, plan: Plan, *, svd: bool = True, scores: GroupScores | None = None) -> EdgeViT:

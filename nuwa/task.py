@@ -1,5 +1,5 @@
 """The data of one derivation: the base's training split, divided once into fit and validation
-parts (seeded by `split_seed`, not by the run's seed, so per-base caches stay valid), and a
+parts (seeded by `split_seed`, by default the run's seed; per-base caches are kept per split), and a
 sub-task's slice of both, relabelled 0..k-1 in the order of its classes."""
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def open_base_data(data: str, model: EdgeViT, *, opts: DeriveOptions) -> BaseDat
     if cfg.classes is None and len(train.class_names) > cfg.num_classes:
         raise NuwaError(f"data {data!r} has {len(train.class_names)} classes but the base model only "
                         f"{cfg.num_classes}; its labels must index the base model's classes")
-    fit_all, val_all = train_val_split(train, val_fraction=opts.val_fraction, seed=opts.split_seed)
+    fit_all, val_all = train_val_split(train, val_fraction=opts.val_fraction, seed=opts.split())
     names = cfg.class_names if cfg.classes is None and cfg.class_names else train.class_names
     return BaseData(spec=data, class_names=list(names), fit_all=fit_all,
                     val_all=val_all, preprocess=Preprocess.for_config(cfg))

@@ -161,13 +161,22 @@ def fit(
     soft distillation against the teacher's logits for the student's classes; `loss_fn(logits,
     targets, x)` (x: the preprocessed batch) replaces either, and then a teacher is only held
     in eval mode. `limit` caps the samples per epoch (a fresh random subset each epoch).
-    `log` receives one summary line per epoch. The model is left in eval mode.
+    `log` receives one summary line per epoch (and one when an earlier epoch's weights are kept).
+    The model is left in eval mode.
+
+    With `val_ds`, training never makes the model worse on it: the starting weights are evaluated
+    too (epoch 0), and the model ends with the weights of the epoch with the lowest validation
+    loss (loss, not top-1: on a small validation set top-1 moves in coarse steps and ties), the
+    starting ones if no epoch beat them. Without `val_ds` it ends with the last epoch's.
 
     Returns {"epochs": [{"epoch", "train_loss", "val_top1", "val_loss", "seconds"}],
-    "steps": optimiser steps, "samples_seen": training samples}.
+    "steps": optimiser steps, "samples_seen": training samples, "guard": "val_loss" or None
+    (no validation set), "val_at_start": {"top1", "loss"} of the starting weights or None,
+    "best_epoch": the epoch whose weights the model ends with (0: the starting weights)}.
     """
     _check_fit_args(epochs, lr, weight_decay, batch_size, warmup_epochs, label_smoothing, limit, seed)
-    history: dict[str, Any] = {"epochs": [], "steps": 0, "samples_seen": 0}
+    history: dict[str, Any] = {"epochs": [], "steps": 0, "samples_seen": 0, "guard": None, "val_at_start": None,
+                               "best_epoch": epochs}
     if epochs == 0:
         model.eval()
         return history
@@ -189,6 +198,11 @@ def fit(
     teacher_mode = teacher.training if teacher is not None else False
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     step_kw = dict(loss_fn=loss_fn, teacher=teacher, cols=cols, label_smoothing=label_smoothing)
+    best = None  # (validation loss, epoch, weights) of the best weights so far
+    if val_ds is not None:
+        start_metrics = evaluate(model, val_ds, preprocess=preprocess, desc=None if desc is None else "val")
+        history.update(guard="val_loss", val_at_start=dict(top1=start_metrics["top1"], loss=start_metrics["loss"]))
+        best = (start_metrics["loss"], 0, _snapshot(model))
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)  # any stochastic layer (dropout, drop-path) is seeded too
         if teacher is not None:
@@ -209,13 +223,26 @@ def fit(
                 finally:
                     bar.close()
                 history["epochs"].append(record)
+                if best is not None and record["val_loss"] < best[0]:  # a NaN loss never wins
+                    best = (record["val_loss"], epoch + 1, _snapshot(model) if epoch + 1 < epochs else None)
                 if log is not None:
                     log(_summary(desc, epoch, epochs, record))
         finally:
             if teacher is not None:
                 teacher.train(teacher_mode)
+    if best is not None:
+        history["best_epoch"] = best[1]
+        if best[1] != epochs:
+            model.load_state_dict(best[2])
+            if log is not None:
+                log(f"{desc or 'fit'}: kept the weights of epoch {best[1]} (0: the starting ones), "
+                    f"lowest val loss {best[0]:.4f}")
     model.eval()
     return history
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, ds: Any, history: dict[str, Any], *,

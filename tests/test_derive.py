@@ -1,7 +1,6 @@
 """End to end on a tiny npz data set the test writes: pretrain -> derive -> eval -> load, and bad input."""
 import json
 from pathlib import Path
-import math
 import subprocess
 import sys
 
@@ -9,7 +8,7 @@ import pytest
 import torch
 
 import nuwa
-from nuwa.options import DeriveOptions
+from nuwa.options import RATE_TOLERANCE, DeriveOptions
 from nuwa.derivation import derive
 from nuwa.schedule import AdaptiveOptions
 
@@ -86,6 +85,37 @@ def test_achieved_rate_is_at_least_alpha_and_close_to_it(base_dir, npz, metric, 
         1 - nuwa.cost.cost(model, metric) / nuwa.cost.cost(nuwa.load(base_dir), metric))
 
 
+@pytest.mark.parametrize("alpha", [0.2, 0.5, 0.8])
+def test_the_default_depth_policy_lands_the_requested_rate(base_dir, npz, alpha):
+    # rho_depth 0.5: the paper's rule alone keeps far fewer layers than a small alpha asks for.
+    opts = DeriveOptions(rho_depth=0.5, adaptive=AdaptiveOptions(round_to=1), **FAST)
+    _, report = derive(base_dir, npz, classes=[0, 2, 4], rate=alpha, recovery="none", options=opts)
+    d = report["details"]
+    assert d["depth_policy"] == "budget" and d["depth"] >= d["depth_rule"]
+    assert d["rate_after_depth"] < alpha or d["depth"] == 4  # depth alone never reaches the request
+    assert alpha <= report["rate_achieved"] <= alpha + RATE_TOLERANCE and report["rate_note"] is None
+
+
+def test_the_budget_policy_brings_dropped_heads_back_best_first_until_the_request_is_met():
+    from nuwa.methods.nuwa import restore_heads
+
+    scores = [torch.tensor([0.9, 0.1, 0.05]), torch.tensor([0.2, 0.8])]
+    at_most_two = lambda keep: sum(map(len, keep)) <= 2  # noqa: E731  (within budget: 2 heads or fewer)
+    assert restore_heads([[0], [1]], scores, at_most_two) == [[0], [0, 1]]  # 0.2 before 0.1, then over
+    assert restore_heads([[0, 1], [0, 1]], scores, at_most_two) == [[0, 1], [0, 1]]  # already over: as is
+    assert restore_heads([[0], [1]], scores, lambda keep: True) == [[0, 1, 2], [0, 1]]  # everything fits
+
+
+def test_the_accuracy_policy_may_overshoot_and_the_report_says_why(base_dir, npz, capfd, tmp_path):
+    code, out, err = _main(capfd, "derive", "--model", base_dir, "--data", npz, "--classes", "0,2,4", "--rate", "0.2",
+                           "--rho-depth", "0.5", "--depth-policy", "accuracy", "--recovery", "none",
+                           "--score-samples", "64", "--batch-size", "32", "--out", tmp_path / "edge")
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["rate_achieved"] > 0.2 + RATE_TOLERANCE, summary  # one or two of 4 layers kept
+    assert "accuracy depth policy keeps" in summary["rate_note"] and "note: rate" in err
+
+
 def test_same_seed_same_model(base_dir, npz):
     opts = DeriveOptions(**FAST)
     a, ra = derive(base_dir, npz, classes="north,south,west", rate=0.4, finetune_epochs=1, seed=3, options=opts)
@@ -93,6 +123,24 @@ def test_same_seed_same_model(base_dir, npz):
     assert ra["val_top1"] == rb["val_top1"]
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
+
+
+def test_a_seed_changes_the_fit_validation_split_and_keeps_its_own_caches(base_dir, npz, tmp_path):
+    from nuwa.task import open_base_data
+
+    base = nuwa.load(base_dir)
+    val = {s: set(open_base_data(npz, base, opts=DeriveOptions().for_seed(s)).val_all.indices.tolist()) for s in (0, 1)}
+    assert len(val[0]) == len(val[1]) and val[0] != val[1]
+    _, report = derive(base_dir, npz, classes=[1, 3], rate=0.3, recovery="none", seed=1, options=DeriveOptions(**FAST),
+                       out=tmp_path / "s1")
+    assert report["options"]["split_seed"] == 1
+    assert (base_dir / "layer_heads.split1.safetensors").is_file() and (base_dir / "embed_scores.split1.safetensors").is_file()
+    # Fine-tuning the derived model keeps the derivation's split whatever its own seed.
+    _, tuned = nuwa.derivation.finetune_dir(tmp_path / "s1", npz, epochs=1, seed=5, out=tmp_path / "tuned",
+                                            options=DeriveOptions(**FAST))
+    assert tuned["val_loss_before_recovery"] == report["val_loss"]  # the same validation images
+    # A pinned split is the same for every seed.
+    assert DeriveOptions(split_seed=0).for_seed(7).split() == 0
 
 
 def test_per_base_artefacts_are_cached_next_to_the_base(base_dir, npz):

@@ -92,3 +92,16 @@ def test_no_file_cites_a_missing_design_note_or_doc():
         docs += [f"{path.relative_to(ROOT)}: {m}" for m in DOCS_PATH.findall(text) if not (ROOT / m).is_file()]
     assert not design, f"{GONE} is not in the repository but is cited by {design}"
     assert not docs, f"citations of docs that do not exist: {docs}"
+
+
+def test_the_readme_claims_section_is_the_committed_ledger_verbatim():
+    """Written by scripts/readme_claims.py from results/default/claims.csv, never by hand."""
+    import pandas as pd
+
+    from nuwa.paper.claims import README_BEGIN, README_END, readme_section
+
+    text = README.read_text()
+    assert text.count(README_BEGIN) == 1 and text.count(README_END) == 1
+    shown = README_BEGIN + text.split(README_BEGIN, 1)[1].split(README_END, 1)[0] + README_END
+    assert shown == readme_section(pd.read_csv(ROOT / "results/default/claims.csv")), \
+        "README claims section is stale: run .venv/bin/python scripts/readme_claims.py"

@@ -145,6 +145,10 @@ def test_neuron_table_has_a_row_per_layer_neuron_and_rank(irregular_model):
     spread = class_spread(acts, labels, t, k=5, depth=3)
     assert list(spread.layer) == [1, 3] and list(spread.neurons) == [100, 64]
     assert ((spread.all_mean_distinct_classes >= 1) & (spread.all_mean_distinct_classes <= 4)).all()
+    # Every neuron's count, for the ledger's bootstrap over neurons: the mean is the layer's mean.
+    assert [len(c) for c in spread.distinct_classes_per_neuron] == [100, 64]
+    assert [sum(c) / len(c) for c in spread.distinct_classes_per_neuron] == pytest.approx(
+        list(spread.all_mean_distinct_classes))
     holds, text = deep_more_specific(spread)
     assert isinstance(holds, bool) and "layer 1" in text and "layer 3" in text
 

@@ -21,6 +21,44 @@ def test_depth_rule_on_hand_made_accuracies(accs, rho, keep):
     assert lh.choose_depth(accs, rho) == keep
 
 
+def _linear_cost(depth: int, fixed: float = 0.05):
+    """A model whose cost is `fixed` (patch embedding, classifier) plus an equal share per layer."""
+    return lambda k: fixed + (1 - fixed) * k / depth
+
+
+@pytest.mark.parametrize(
+    "accs, alpha, rule, keep",
+    [
+        # A simple sub-task: the rule keeps 1 of 12 layers at any rate; the budget policy keeps the
+        # fewest layers that still cost at least what was asked (the adaptive stage trims the rest).
+        ([1.0] * 12, 0.2, 1, 10),  # 9 layers would cost 0.76 < 0.80: too cheap
+        ([1.0] * 12, 0.6, 1, 5),
+        ([1.0] * 12, 0.8, 1, 2),
+        # A hard sub-task: the rule keeps more layers than the budget needs; they stay.
+        ([0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.93, 0.94, 0.95, 0.97, 1.0], 0.6, 10, 10),
+        # One layer overshoots: 3 layers would cost 0.46, below the 0.50 asked, so the 4th stays
+        # (0.59), though the rule would drop it.
+        ([0.99, 0.99, 0.99, 0.99, 0.99, 0.99, 1.0], 0.5, 1, 4),
+    ],
+)
+def test_budget_policy_never_cuts_past_the_requested_cost(accs, alpha, rule, keep):
+    cost = _linear_cost(len(accs))
+    assert lh.choose_depth(accs, 0.95) == rule
+    chosen = lh.budget_depth(rule, len(accs), lambda k: cost(k) <= 1 - alpha)
+    assert chosen == keep
+    assert cost(chosen) > 1 - alpha or chosen == len(accs)  # never below the requested cost
+    assert chosen == rule or cost(chosen - 1) <= 1 - alpha  # and no more layers than that needs
+
+
+def test_budget_policy_keeps_every_layer_when_even_the_whole_model_fits():
+    assert lh.budget_depth(2, 5, lambda k: True) == 5
+
+
+def test_budget_policy_rejects_an_impossible_rule():
+    with pytest.raises(ValueError, match="6 layers of 5"):
+        lh.budget_depth(6, 5, lambda k: True)
+
+
 def test_sliced_accuracies_use_only_the_subtask_rows():
     torch.manual_seed(0)
     d = 4

@@ -17,7 +17,8 @@ import yaml
 from nuwa import cli
 from nuwa.commands import options_from_args
 from nuwa.errors import NuwaError
-from nuwa.options import (ADAPTIVE_DIMS, CACHE_KEYS, DEFAULT_GAMMA_RATIO, EMBED_SCORE_KEY, LATENCY_RUNTIMES,
+from nuwa.options import (ADAPTIVE_DIMS, CACHE_KEYS, DEFAULT_GAMMA_RATIO, DEPTH_POLICIES, EMBED_SCORE_KEY,
+                          LATENCY_RUNTIMES,
                           LAYER_HEAD_KEY, METHOD_NAMES, METRICS, PROXY_SELECTS, RECOVERY_NAMES, SPLIT_KEYS,
                           SVD_CHOICES, WORKFLOW_ELSEWHERE, AdaptiveOptions, DeriveOptions)
 
@@ -51,7 +52,7 @@ def test_every_flagged_option_is_a_derive_flag_with_the_help_and_choices_of_its_
 
 def test_which_options_each_command_takes_as_flags():
     assert set(cli.option_fields()) == {
-        "rho_depth", "rho_head", "svd", "taylor_microbatch", "score_samples", "batch_size", "val_fraction",
+        "rho_depth", "depth_policy", "rho_head", "svd", "taylor_microbatch", "score_samples", "batch_size", "split_seed", "val_fraction",
         "latency_batch", "latency_runtime", "ridge", "calib_samples", "distill_tau", "distill_alpha",
         "distill_feature_weight", "proxy_samples", "proxy_quantile", "proxy_select",
         "gamma_qkv", "round_to", "exclude"}
@@ -193,9 +194,11 @@ def test_the_schema_choices_are_the_options_choices():
     assert tuple(props["svd"]["enum"]) == SVD_CHOICES
     assert tuple(props["latency_runtime"]["enum"]) == LATENCY_RUNTIMES
     assert tuple(props["proxy_select"]["enum"]) == PROXY_SELECTS
+    assert tuple(props["depth_policy"]["enum"]) == DEPTH_POLICIES
     assert tuple(adaptive["exclude"]["items"]["enum"]) == ADAPTIVE_DIMS
     profile = SCHEMA["$defs"]["profile"]["properties"]
-    assert tuple(profile["methods"]["items"]["enum"]) == METHOD_NAMES
+    variant = SCHEMA["properties"]["method_variants"]["additionalProperties"]["properties"]
+    assert tuple(variant["method"]["enum"]) == METHOD_NAMES
     assert tuple(profile["metric"]["enum"]) == METRICS
     recoveries = SCHEMA["$defs"]["extensions"]["properties"]["recovery"]["properties"]["methods"]["items"]["enum"]
     assert set(recoveries) <= set(RECOVERY_NAMES)
@@ -237,7 +240,7 @@ def test_the_cache_keys_are_the_strings_already_written():
 
 def test_the_workflow_takes_its_stage_keys_from_nuwa_options():
     common = (ROOT / "workflow/rules/common.smk").read_text()
-    assert "from nuwa.options import CACHE_KEYS, SPLIT_KEYS" in common
+    assert "from nuwa.options import CACHE_FILES, CACHE_KEYS, METHOD_NAMES, SPLIT_KEYS, cache_file" in common
     assert not re.search(r"^(CACHE_KEYS|SPLIT_KEYS)\s*=", common, re.M)
 
 

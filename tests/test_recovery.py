@@ -1,6 +1,9 @@
 """Recovery methods (nuwa.recovery): closed-form ridge refit and distillation, on a real tiny base."""
 import copy
+import dataclasses
 import json
+
+import numpy as np
 
 import pytest
 import torch
@@ -13,6 +16,7 @@ from nuwa.task import open_subtask
 from nuwa.errors import NuwaError
 from nuwa.recovery import RidgeStats, closed_form, recover, ridge_fit
 from nuwa.evaluate import evaluate
+from nuwa.data import MemoryDataset
 from tests.test_derive import write_blobs
 
 SUB = [0, 2, 4]
@@ -106,6 +110,11 @@ def test_closed_form_lowers_validation_loss_without_training(pruned):
     for layer in details["fit_unexplained"]:  # every refit explains its base target better than the cut
         for sub in ("attn", "mlp"):
             assert layer[sub][1] < layer[sub][0], layer
+    for layer, kept in zip(details["val_unexplained"], details["kept"]):  # and so on held-out images
+        assert all(layer[sub][1] < layer[sub][0] and kept[sub] in details["ridges"] for sub in ("attn", "mlp"))
+    guard = details["guard"]
+    assert guard["kept"] == "refit" and not guard["reverted"]
+    assert guard["val_before"]["loss"] == before["loss"] and guard["val_refit"]["loss"] == after["loss"]
     # Only the output projections and the classifier move; the architecture is unchanged.
     changed = {k for k, v in recovered.state_dict().items() if not torch.equal(v, model.state_dict()[k])}
     assert changed and all(k.endswith(("attn.proj.weight", "attn.proj.bias", "mlp.fc2.weight", "mlp.fc2.bias",
@@ -129,6 +138,74 @@ def test_closed_form_without_head_refit_keeps_the_classifier(pruned):
     assert all(l["mlp"][1] < l["mlp"][0] for l in info["fit_unexplained"])
     with pytest.raises(NuwaError, match="ridge=-0.5"):
         closed_form(m, base, task.batches(task.fit, 8, seed=0, batch_size=8), ridge=-0.5, desc=None)
+
+
+def _guarded_and_unguarded(pruned, calib, **options):
+    """Closed-form recovery calibrated on `calib` instead of the fit images: through `recover`
+    (guarded on the validation images) and by a bare `closed_form` (always refits)."""
+    model, base, task = pruned
+    opts = DeriveOptions(**{**FAST, **options})
+    guarded = copy.deepcopy(model)
+    _, _, details = recover(guarded, base, dataclasses.replace(task, fit=calib), recovery="closed-form", epochs=0,
+                            opts=opts, seed=0)
+    bare = copy.deepcopy(model)
+    closed_form(bare, base, task.batches(calib, opts.calib_samples, seed=0, batch_size=32), ridge=opts.ridge,
+                desc=None)
+    return guarded, bare, details
+
+
+def _same_weights(a, b):
+    return all(torch.equal(va, vb) for va, vb in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_closed_form_keeps_the_original_projections_when_calibration_is_unrepresentative(pruned):
+    """Calibrated on black images, a refit learns nothing about the sub-task's images: a bare refit
+    raises the validation loss; the guarded one finds every refit worse on held-out images than
+    the projection it would replace and keeps all of them."""
+    model, _, task = pruned
+    black = MemoryDataset(torch.zeros(64, 1, 28, 28, dtype=torch.uint8), np.zeros(64), ["black"])
+    guarded, bare, details = _guarded_and_unguarded(pruned, black, calib_samples=64)
+    before = _val(model, task)
+    assert _val(bare, task)["loss"] > before["loss"]  # the case does make a refit hurt
+    assert _val(guarded, task)["loss"] <= before["loss"] and _same_weights(guarded, model)
+    assert details["kept"] == [{"attn": "original", "mlp": "original"}] * model.config.depth
+    assert details["head_kept"] == "original" and details["val_images"] == len(task.val)
+    for layer in details["val_unexplained"]:  # kept weights: held-out error unchanged
+        assert layer["attn"][0] == layer["attn"][1] and layer["mlp"][0] == layer["mlp"][1]
+    guard = details["guard"]
+    assert guard["kept"] == "pruned" and not guard["reverted"] and guard["val_refit"] == guard["val_before"]
+    assert guard["val_before"] == dict(loss=before["loss"], top1=before["top1"])
+
+
+def test_closed_form_reverts_the_whole_refit_when_it_raises_the_validation_loss(pruned):
+    """On two calibration images some projections still look better on held-out images one at a
+    time, but together they make the model worse: the whole refit is undone."""
+    model, _, task = pruned
+    guarded, bare, details = _guarded_and_unguarded(pruned, task.fit, calib_samples=2)
+    before = _val(model, task)
+    assert _val(bare, task)["loss"] > before["loss"]
+    refit = [k for layer in details["kept"] for k in layer.values() if k != "original"]
+    assert refit and set(refit) <= set(details["ridges"]) and details["ridges"] == [1e-4, 1e-3, 1e-2, 1e-1]
+    guard = details["guard"]
+    assert guard["reverted"] and guard["kept"] == "pruned" and guard["val_refit"]["loss"] > before["loss"]
+    assert _same_weights(guarded, model) and _val(guarded, task)["loss"] == before["loss"]
+
+
+@pytest.mark.parametrize("recovery", ["finetune", "distill"])
+def test_training_recovery_that_only_hurts_returns_the_pruned_weights(pruned, recovery):
+    model, _, task = pruned
+    recovered, history, _, _ = _recovered(pruned, recovery, epochs=2, finetune_lr=0.3)
+    assert history["guard"] == "val_loss" and history["best_epoch"] == 0
+    assert all(e["val_loss"] > history["val_at_start"]["loss"] for e in history["epochs"])
+    assert _same_weights(recovered, model)
+
+
+def test_finetune_that_helps_keeps_a_later_epoch(pruned):
+    model, _, task = pruned
+    recovered, history, _, _ = _recovered(pruned, "finetune", epochs=2, finetune_lr=1e-3)
+    best = history["best_epoch"]
+    assert best > 0 and history["epochs"][best - 1]["val_loss"] < history["val_at_start"]["loss"]
+    assert _val(recovered, task)["loss"] == pytest.approx(history["epochs"][best - 1]["val_loss"], rel=1e-6)
 
 
 # ---- distillation ---------------------------------------------------------------------------------
@@ -186,6 +263,9 @@ def test_cli_derive_closed_form_end_to_end(base_dir, npz, tmp_path, capsys):
     assert report["recovery_details"]["calib_images"] == 96 and report["finetune_history"] is None
     assert report["options"]["ridge"] == 0.01 and report["seconds"]["recovery"] > 0
     assert report["val_loss"] < report["val_loss_before_recovery"]
+    guard = report["recovery_details"]["guard"]  # the numbers that decided to keep the refit
+    assert guard["val_before"]["loss"] == report["val_loss_before_recovery"] and guard["kept"] == "refit"
+    assert guard["val_refit"] == dict(loss=report["val_loss"], top1=report["val_top1"])
     assert nuwa.load(out).config.classes == SUB
 
 
@@ -212,6 +292,20 @@ def test_any_recovery_runs_as_its_own_step_with_the_same_result_as_inside_derive
     report = json.loads((tmp_path / "step" / "report.json").read_text())
     assert report["recovery"] == "closed-form" and report["recovery_params"]["calib_samples"] == 96
     assert report["val_loss"] < report["val_loss_before_recovery"]
+
+
+def test_cli_finetune_that_only_hurts_reports_the_kept_starting_weights(base_dir, npz, tmp_path, capsys):
+    options = tmp_path / "options.yaml"
+    options.write_text(json.dumps(dict(prune_depth=False, embed_score_samples=128, batch_size=32, finetune_lr=0.3)))
+    out = tmp_path / "edge"
+    assert main(["derive", "--model", str(base_dir), "--data", npz, "--classes", "north,east,centre", "--rate", "0.6",
+                 "--recovery", "finetune", "--finetune-epochs", "1", "--score-samples", "64",
+                 "--options", str(options), "--out", str(out)]) == 0
+    capsys.readouterr()
+    report = json.loads((out / "report.json").read_text())
+    history = report["finetune_history"]
+    assert history["best_epoch"] == 0 and history["epochs"][0]["val_loss"] > history["val_at_start"]["loss"]
+    assert history["val_at_start"]["loss"] == report["val_loss_before_recovery"] == report["val_loss"]
 
 
 def test_a_recovery_that_needs_the_base_fails_clearly_without_it(base_dir, npz, tmp_path, capsys):

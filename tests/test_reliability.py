@@ -1,5 +1,4 @@
 """A killed job never leaves an output that looks complete; the same seed gives the same bytes."""
-import os
 import signal
 import subprocess
 import sys

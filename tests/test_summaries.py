@@ -1,27 +1,45 @@
-"""Table 3, the derivation cost and the claims ledger, built from hand-made derivation records."""
+"""Table 3, the derivation cost and the claims ledger, built from hand-made derivation records
+with per-image correctness (synthetic: a model of accuracy p gets exactly round(p * N) of N
+images right, which ones drawn from a seeded generator)."""
 from __future__ import annotations
 
-import copy
+import zlib
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from nuwa.paper.claims import (MARGIN, ablation_claims, fig8_claim, ledger, neuron_claim, nuwa_beats_baselines, to_frame,
-                         to_markdown)
-from nuwa.paper.table3 import BASE_FULL, BASE_SLICED, derivation_cost, table3_by_method, table3_long
+from nuwa.correctness import pack_correct, unpack_correct
+from nuwa.paper.claims import (RULE, ablation_claims, fig2_claim, fig8_claim, ledger, neuron_claim,
+                               nuwa_beats_baselines, to_frame, to_markdown)
+from nuwa.paper.table3 import BASE_FULL, BASE_SLICED, derivation_cost, headline, table3_by_method, table3_long
+from nuwa.paper.tables import write_table
 
 KINDS = {"H1": "hard", "H2": "hard", "S1": "simple"}
+N = 2000  # test images per sub-task: enough for a 5-point lead to be clear
 
 
-def record(subtask, method, alpha, top1, *, seed=0, seconds=10.0, passes=100):
+def vec(p: float, *key) -> str:
+    """Packed correctness of accuracy p, drawn by a generator seeded from `key`."""
+    seed = zlib.crc32("/".join(map(str, key)).encode())  # stable across processes, unlike hash()
+    c = np.zeros(N, dtype=bool)
+    c[np.random.default_rng(seed).permutation(N)[:round(p * N)]] = True
+    return pack_correct(c)
+
+
+def record(subtask, method, alpha, top1, *, seed=0, seconds=10.0, passes=100, rate=None):
     return dict(base="b", subtask=subtask, kind=KINDS[subtask], method=method, alpha=alpha, seed=seed,
                 classes=[0, 1, 2], test_top1_finetuned=top1, test_top1_pruned=top1 - 0.1, params=100, flops=1000,
-                base_params=400, base_flops=5000, rate_achieved=alpha + 0.01, depth=6, embed_dim=96,
-                derive_seconds=seconds, passes=passes, finetune_seconds=20.0)
+                base_params=400, base_flops=5000, rate_achieved=alpha + 0.01 if rate is None else rate, depth=6,
+                embed_dim=96, derive_seconds=seconds, passes=passes, finetune_seconds=20.0,
+                test_correct_finetuned=vec(top1, subtask, method, alpha, seed),
+                test_correct_pruned=vec(top1 - 0.1, subtask, method, alpha, seed, "pruned"))
 
 
 def base_eval(subtask, full, sliced):
-    return dict(base="b", subtask=subtask, kind=KINDS[subtask]), dict(top1=full, top1_sliced=sliced, classes=[0, 1, 2])
+    return dict(base="b", subtask=subtask, kind=KINDS[subtask]), dict(
+        top1=full, top1_sliced=sliced, classes=[0, 1, 2], correct=vec(full, subtask, "full"),
+        correct_sliced=vec(sliced, subtask, "sliced"))
 
 
 @pytest.fixture()
@@ -34,7 +52,7 @@ def results():
                     record("S1", "random", a, 0.70, seconds=1.0, passes=0),
                     record("H1", "xpruner", a, 0.75, seconds=40.0, passes=400),
                     record("S1", "xpruner", a, 0.90, seconds=40.0, passes=400)]
-    evals = [base_eval("H1", 0.70, 0.78), base_eval("H2", 0.90, 0.95), base_eval("S1", 0.85, 0.93)]
+    evals = [base_eval("H1", 0.60, 0.72), base_eval("H2", 0.90, 0.95), base_eval("S1", 0.85, 0.90)]
     return metrics, evals
 
 
@@ -52,7 +70,7 @@ def test_methods_are_compared_only_on_the_subtasks_they_share(results):
     assert list(table.index) == [BASE_FULL, BASE_SLICED, "nuwa", "random", "xpruner"]
     assert set(table.subtasks) == {"H1, S1"}  # H2 has no baseline: left out of every row
     assert table.loc["nuwa", "hard a=0.8"] == 0.8 and table.loc["nuwa", "simple a=0.4"] == 0.95
-    assert table.loc[BASE_SLICED, "hard a=0.4"] == 0.78 and table.loc["random", "hard rate achieved"] == 0.61
+    assert table.loc[BASE_SLICED, "hard a=0.4"] == 0.72 and table.loc["random", "hard rate achieved"] == 0.61
     assert {"hard a=0.4", "hard a=0.8", "simple a=0.4", "simple a=0.8"} <= set(table.columns)
 
 
@@ -63,95 +81,213 @@ def test_derivation_cost_excludes_recovery_and_is_relative_to_nuwa(results):
     assert cost.loc["nuwa", "finetune_seconds_mean"] == 20.0
 
 
+
+def test_per_image_correctness_is_in_the_parquet_not_the_readable_tables(results, tmp_path):
+    long = table3_long(*results)
+    h1 = long[long.subtask == "H1"].set_index("method")
+    assert unpack_correct(h1.loc[BASE_SLICED, "correct"]).mean() == 0.72
+    assert unpack_correct(h1.loc["nuwa", "correct"].iloc[0]).mean() == 0.8
+    assert long[long.method == "nuwa"].correct_before_finetune.notna().all()
+    write_table(long, tmp_path / "t.csv", tmp_path / "t.md", tmp_path / "t.parquet")
+    csv, parquet = pd.read_csv(tmp_path / "t.csv"), pd.read_parquet(tmp_path / "t.parquet")
+    assert "correct" not in csv.columns and "correct" not in (tmp_path / "t.md").read_text()
+    assert list(parquet.columns) == list(long.columns) and parquet.correct.equals(long.correct)
+
+
+def test_the_headline_metrics_compare_methods_on_shared_subtasks(results):
+    h = headline(table3_long(*results))
+    assert h["n_models"] == 14 and h["subtasks"] == ["b/H1", "b/S1"]  # H2: NuWa only
+    assert h["nuwa"]["top1_mean"] == pytest.approx((0.80 + 0.95) / 2)  # not H2's 0.99
+    assert h["random"]["top1_alpha_0.8"] == pytest.approx(0.65)
+    assert h["base"]["top1_sliced_mean"] == pytest.approx((0.72 + 0.90) / 2)
+
+
 def verdicts(long):
-    return {c.id: c.holds for c in ledger(long)}
+    return {c.id: c.verdict for c in ledger(long)}
 
 
-def test_the_ledger_flips_when_the_numbers_flip(results):
+def test_the_ledger_decides_by_the_interval_and_flips_with_the_numbers(results):
     metrics, evals = results
-    v = verdicts(table3_long(metrics, evals))
-    assert v["table3-nuwa-best-hard-0.8"] is True and v["table3-nuwa-best-simple-0.8"] is True
-    assert v["table3-edge-beats-base-full"] is True and v["table3-edge-beats-base-sliced"] is True
-    assert v["fig4-sliced-beats-full"] is True and v["cost-nuwa-faster-than-xpruner"] is True
+    claims = {c.id: c for c in ledger(table3_long(metrics, evals))}
+    v = {k: c.verdict for k, c in claims.items()}
+    assert v["table3-nuwa-best-hard-0.8"] == v["table3-nuwa-best-simple-0.8"] == v["table3-nuwa-best-all"] == "holds"
+    assert v["table3-edge-beats-base-full"] == v["table3-edge-beats-base-sliced"] == "holds"
+    assert v["fig4-sliced-beats-full"] == "holds" and v["cost-nuwa-faster-than-xpruner"] == "holds"
+    best = claims["table3-nuwa-best-hard-0.8"]
+    lo, hi, est = best.interval
+    assert lo > 0 and lo < est < hi and est == pytest.approx(0.05)  # the weakest comparison: vs xpruner (0.80 vs 0.75)
+    assert "nuwa vs xpruner +5.0 pts [" in best.measured and "1 cell compared" in best.measured
     # X-Pruner now wins on the simple sub-task at alpha 0.8, and derives faster than NuWa.
-    flipped = [dict(m, test_top1_finetuned=0.99, derive_seconds=0.5) if m["method"] == "xpruner" and m["subtask"] == "S1"
-               and m["alpha"] == 0.8 else m for m in metrics]
+    flipped = [dict(m, test_top1_finetuned=0.99, test_correct_finetuned=vec(0.99, "S1", "xp"))
+               if m["method"] == "xpruner" and m["subtask"] == "S1" and m["alpha"] == 0.8 else m for m in metrics]
     flipped = [dict(m, derive_seconds=0.5) if m["method"] == "xpruner" else m for m in flipped]
     v = verdicts(table3_long(flipped, evals))
-    assert v["table3-nuwa-best-simple-0.8"] is False and v["table3-nuwa-best-hard-0.8"] is True
-    assert v["cost-nuwa-faster-than-xpruner"] is False
-    # A NuWa model below the sliced base on one sub-task breaks "edge beats base" (sliced only).
-    worse = [dict(m, test_top1_finetuned=0.76) if m["method"] == "nuwa" and m["subtask"] == "H1" else m for m in metrics]
+    assert v["table3-nuwa-best-simple-0.8"] == "contradicted" and v["table3-nuwa-best-hard-0.8"] == "holds"
+    assert v["cost-nuwa-faster-than-xpruner"] == "contradicted"
+    # A NuWa model below the sliced base on one sub-task contradicts "edge beats base" (sliced only).
+    worse = [dict(m, test_correct_finetuned=vec(0.66, "worse", m["alpha"])) if m["method"] == "nuwa"
+             and m["subtask"] == "H1" else m for m in metrics]
     v = verdicts(table3_long(worse, evals))
-    assert v["table3-edge-beats-base-sliced"] is False and v["table3-edge-beats-base-full"] is True
+    assert v["table3-edge-beats-base-sliced"] == "contradicted" and v["table3-edge-beats-base-full"] == "holds"
+
+
+def test_a_tie_is_inconclusive_not_a_loss(results):
+    metrics, evals = results
+    # X-Pruner makes the very same predictions as NuWa on S1: the paired interval is [0, 0].
+    same = {(m["subtask"], m["alpha"]): m["test_correct_finetuned"] for m in metrics if m["method"] == "nuwa"}
+    tied = [dict(m, test_correct_finetuned=same[("S1", m["alpha"])]) if m["method"] == "xpruner" and m["subtask"] == "S1"
+            else m for m in metrics]
+    claim = nuwa_beats_baselines(table3_long(tied, evals), "simple", 0.8)
+    assert claim.verdict == "inconclusive" and claim.interval == (0.0, 0.0, 0.0)
+    assert "nuwa vs random +25.0 pts" in claim.measured  # the other comparison still holds
+
+
+def test_only_models_at_equal_cost_are_compared(results):
+    metrics, evals = results
+    # Random pruned 10 points less than asked on H1: those cells are left out, and said so.
+    cheap = [dict(m, rate_achieved=m["alpha"] - 0.09) if m["method"] == "random" and m["subtask"] == "H1" else m
+             for m in metrics]
+    claim = nuwa_beats_baselines(table3_long(cheap, evals), None, None)
+    assert claim.verdict == "holds"
+    assert "nuwa vs random" in claim.measured and "2 cells compared, 2 left out" in claim.measured
+    hard = nuwa_beats_baselines(table3_long(cheap, evals), "hard", 0.8)
+    # No random cell at equal cost: that comparison is not measured, so "every baseline" is not shown.
+    assert hard.verdict == "inconclusive" and "nuwa vs random: not measured, no cell at equal cost" in hard.measured
+    close = [dict(m, rate_achieved=m["alpha"] + 0.04) if m["method"] == "random" else m for m in metrics]
+    assert "left out" not in nuwa_beats_baselines(table3_long(close, evals), None, None).measured  # 0.03 apart
+
+
+def test_nuwa_variants_are_not_baselines(results):
+    metrics, evals = results
+    variants = [dict(m, method=v, test_correct_finetuned=vec(0.1, v, m["subtask"], m["alpha"]))
+                for m in metrics if m["method"] == "nuwa" for v in ("nuwa-accuracy", "nuwa-nodepth")]
+    claim = nuwa_beats_baselines(table3_long(metrics + variants, evals), "hard", 0.8)
+    assert claim.verdict == "holds" and "nuwa-" not in claim.measured + claim.statement
+    assert "random, xpruner" in claim.statement
+
+
+def test_seeds_are_paired_by_number(results):
+    metrics, evals = results
+    second = [dict(m, seed=1, test_correct_finetuned=vec(m["test_top1_finetuned"], m["subtask"], m["method"],
+                                                         m["alpha"], "seed1"))
+              for m in metrics if m["method"] in ("nuwa", "xpruner")]
+    long = table3_long(metrics + second, evals)
+    claim = nuwa_beats_baselines(long, "hard", 0.8)
+    assert claim.verdict == "holds" and "nuwa vs xpruner" in claim.measured
+    lo, hi, _ = claim.interval
+    one = nuwa_beats_baselines(table3_long(metrics, evals), "hard", 0.8).interval
+    assert hi - lo < one[1] - one[0]  # two seeds of each model: a tighter interval
 
 
 def test_a_claim_without_its_measurement_is_reported_as_not_measured(results):
     metrics, evals = results
     only_nuwa = table3_long([m for m in metrics if m["method"] == "nuwa"], evals)
     claim = nuwa_beats_baselines(only_nuwa, "hard", 0.8)
-    assert claim.holds is None and claim.measured.startswith("not measured")
-    md = to_markdown(ledger(only_nuwa), title="t")
-    assert "not measured" in md and md.count("\n| ") == 1 + len(ledger(only_nuwa))
-    assert set(to_frame(ledger(only_nuwa)).holds) <= {"yes", "no", "not measured"}
+    assert claim.verdict == "not measured" and claim.measured.startswith("not measured")
+    claims = ledger(only_nuwa)
+    md = to_markdown(claims, title="t")
+    assert md.startswith("# t\n") and RULE in md and md.count("\n| ") == 1 + len(claims)
+    n = {v: sum(c.verdict == v for c in claims) for v in ("holds", "contradicted", "inconclusive", "not measured")}
+    assert f"{len(claims)} claims: {n['holds']} hold, {n['contradicted']} contradicted, " \
+           f"{n['inconclusive']} inconclusive, {n['not measured']} not measured." in md
+    frame = to_frame(claims)
+    assert list(frame.columns) == ["id", "source", "statement", "verdict", "estimate", "ci_low", "ci_high", "measured"]
+    assert set(frame.verdict) <= {"holds", "contradicted", "inconclusive", "not measured"}
+    assert frame[frame.verdict == "not measured"].estimate.isna().all()
+    # Records without per-image correctness (evaluated before it existed) decide nothing.
+    bare = table3_long([{k: v for k, v in m.items() if not k.startswith("test_correct")} for m in metrics], evals)
+    claim = nuwa_beats_baselines(bare, "hard", 0.8)
+    assert claim.verdict == "not measured" and "no per-image results" in claim.measured
 
 
-ABLATIONS = {  # the shape of nuwa.paper.ablations.summary, with numbers where every claim holds
-    "table1": {d: dict(mean_svd=0.8, mean_score=0.7, mean_svd_minus_score=0.1, svd_wins=4, ties=0, comparisons=4)
-               for d in ("qk", "v")},
-    "fig12": dict(mean_loss=dict(qk=0.01, v=0.02, mlp=0.05, embed=0.2), order_by_mean_loss=["qk", "v", "mlp", "embed"]),
-    "table5": dict(full_top1=0.8, mean_drop=dict(qk=0.01, v=0.02, mlp=0.10, embed=0.03), most_harmful_exclusion="mlp"),
-    "table6": dict(mean_top1={"non_fixed_rate=False,svd=False": 0.70, "non_fixed_rate=False,svd=True": 0.72,
-                              "non_fixed_rate=True,svd=False": 0.73, "non_fixed_rate=True,svd=True": 0.75},
-                   both_on_is_best=True),
-    "fig7": dict(best=dict(gamma_exp=5.0, gamma_emb=2.5, top1=0.8), best_has_highest_exp=True,
-                 mean_top1_exp_ge_emb=0.78, mean_top1_exp_lt_emb=0.70),
-}
+# ---- ablations -------------------------------------------------------------------------------------
+ROW = dict(base="b", subtask="S", kind="simple")
+
+
+def sweep_rows(acc: dict) -> pd.DataFrame:
+    """Table 1 / Fig. 12 rows: acc[(dim, technique)] per rate 0.4 and 0.8."""
+    return pd.DataFrame([dict(ROW, dim=d, technique=t, rate=r, top1=p, correct=vec(p, d, t, r))
+                         for (d, t), p in acc.items() for r in (0.4, 0.8)])
+
+
+def run_rows(acc: dict, column: str, rate=None) -> pd.DataFrame:
+    return pd.DataFrame([dict(ROW, seed=0, alpha=0.8, rate_achieved=0.8 if rate is None else rate.get(k, 0.8),
+                              top1=p, correct=vec(p, column, k), **({column: k} if isinstance(column, str) else {}))
+                         for k, p in acc.items()])
+
+
+def ablation_tables(svd=0.8, order=(0.9, 0.85, 0.75, 0.6), drops=None, t6=None, grid=None):
+    drops = drops or dict(none=0.8, qk=0.75, v=0.74, mlp=0.6, embed=0.7)
+    t6 = t6 or {(False, False): 0.65, (True, False): 0.72, (False, True): 0.71, (True, True): 0.8}
+    grid = grid or {(5.0, 2.5): 0.8, (2.5, 2.5): 0.74, (1.0, 2.5): 0.6, (5.0, 1.0): 0.82, (1.0, 1.0): 0.7}
+    t1 = sweep_rows({("qk", "svd"): svd, ("qk", "score"): 0.7, ("v", "svd"): 0.8, ("v", "score"): 0.7})
+    f12 = sweep_rows(dict(zip([("qk", "svd"), ("v", "svd"), ("mlp", "score"), ("embed", "score")], order)))
+    t5 = run_rows(drops, "excluded")
+    t6f = pd.DataFrame([dict(ROW, seed=0, alpha=0.8, rate_achieved=0.8, non_fixed_rate=a, svd_on=b, top1=p,
+                             correct=vec(p, "t6", a, b)) for (a, b), p in t6.items()])
+    f7 = pd.DataFrame([dict(ROW, seed=0, alpha=0.6, rate_achieved=0.6, gamma_exp=e, gamma_emb=d, top1=p,
+                            correct=vec(p, "f7", e, d)) for (e, d), p in grid.items()])
+    return dict(table1=t1, fig12=f12, table5=t5, table6=t6f, fig7=f7)
 
 
 def test_ablation_claims_hold_on_holding_numbers_and_flip_with_them():
-    assert {c.id: c.holds for c in ablation_claims(ABLATIONS)} == {
-        "table1-svd-beats-score-qk": True, "table1-svd-beats-score-v": True, "fig12-loss-order": True,
-        "table5-every-exclusion-hurts": True, "table5-expansion-hurts-most": True,
-        "table6-both-techniques-best": True, "table6-each-technique-helps": True,
-        "fig7-high-exp-best": True, "fig7-exp-below-emb-drops": True}
-    flipped = copy.deepcopy(ABLATIONS)
-    flipped["table1"]["v"].update(mean_svd_minus_score=-0.02)
-    flipped["fig12"]["order_by_mean_loss"] = ["v", "qk", "mlp", "embed"]
-    flipped["table5"].update(mean_drop=dict(qk=-0.01, v=0.02, mlp=0.01, embed=0.03), most_harmful_exclusion="embed")
-    flipped["table6"]["mean_top1"]["non_fixed_rate=False,svd=True"] = 0.69
-    flipped["table6"]["mean_top1"]["non_fixed_rate=True,svd=False"] = 0.76
-    flipped["fig7"].update(best_has_highest_exp=False, mean_top1_exp_lt_emb=0.79)
-    v = {c.id: c.holds for c in ablation_claims(flipped)}
-    assert v.pop("table1-svd-beats-score-qk") is True and not any(v.values())
-    assert all(c.holds is None for c in ablation_claims({}))
-    tie = copy.deepcopy(ABLATIONS)
-    tie["table6"]["mean_top1"] = dict.fromkeys(tie["table6"]["mean_top1"], 0.7)  # every cell equal
-    assert {c.id: c.holds for c in ablation_claims(tie)}["table6-both-techniques-best"] is False
+    assert {c.id: c.verdict for c in ablation_claims(ablation_tables())} == dict.fromkeys([
+        "table1-svd-beats-score-qk", "table1-svd-beats-score-v", "fig12-loss-order",
+        "table5-every-exclusion-hurts", "table5-expansion-hurts-most",
+        "table6-both-techniques-best", "table6-each-technique-helps",
+        "fig7-high-exp-best", "fig7-exp-below-emb-drops"], "holds")
+    flipped = ablation_tables(svd=0.6, order=(0.85, 0.9, 0.75, 0.6), drops=dict(none=0.8, qk=0.85, v=0.74, mlp=0.7, embed=0.6),
+                              t6={(False, False): 0.72, (True, False): 0.65, (False, True): 0.71, (True, True): 0.6},
+                              grid={(5.0, 2.5): 0.6, (2.5, 2.5): 0.74, (1.0, 2.5): 0.85, (5.0, 1.0): 0.6, (1.0, 1.0): 0.7})
+    v = {c.id: c.verdict for c in ablation_claims(flipped)}
+    assert v.pop("table1-svd-beats-score-v") == "holds" and set(v.values()) == {"contradicted"}
+    assert all(c.verdict == "not measured" for c in ablation_claims({}))
 
 
+def test_ablation_ties_are_inconclusive_and_unequal_rates_left_out():
+    tie = ablation_tables(t6=dict.fromkeys([(False, False), (True, False), (False, True), (True, True)], 0.7))
+    v = {c.id: c for c in ablation_claims(tie)}
+    # Four equally accurate cells (different images right): no technique is shown to help or hurt.
+    assert v["table6-both-techniques-best"].verdict == v["table6-each-technique-helps"].verdict == "inconclusive"
+    # A Table 5 run that pruned less than asked is not compared.
+    t = ablation_tables()
+    t["table5"].loc[t["table5"].excluded == "mlp", "rate_achieved"] = 0.7
+    c = {c.id: c for c in ablation_claims(t)}["table5-every-exclusion-hurts"]
+    assert c.verdict == "inconclusive" and "full - without mlp: not measured, no cell at equal cost" in c.measured
+
+
+def test_an_ordering_holds_only_if_every_adjacent_pair_does():
+    # value and expansion equally accurate: that link of the order is unshown, the rest holds.
+    c = {c.id: c for c in ablation_claims(ablation_tables(order=(0.9, 0.8, 0.8, 0.6)))}["fig12-loss-order"]
+    assert c.verdict == "inconclusive" and "qk - v +10.0 pts" in c.measured and "v - mlp +0.0 pts" in c.measured
+
+
+# ---- interpretation --------------------------------------------------------------------------------
 def test_interpretation_claims_read_their_tables():
-    spread = pd.DataFrame(dict(layer=[1, 12], depth=12, neurons=384, top_k=8, all_mean_distinct_classes=[5.0, 2.0]))
-    assert neuron_claim(spread).holds is True
-    assert neuron_claim(spread.assign(all_mean_distinct_classes=[2.0, 5.0])).holds is False
-    assert neuron_claim(None).holds is None
+    rng = np.random.default_rng(0)
+    shallow, deep = list(rng.poisson(5, 200) + 1), list(rng.poisson(2, 200) + 1)
+    spread = pd.DataFrame(dict(layer=[1, 12], depth=12, neurons=200, top_k=8, all_mean_distinct_classes=[5.0, 2.0],
+                               distinct_classes_per_neuron=[shallow, deep]))
+    assert neuron_claim(spread).verdict == "holds"
+    assert neuron_claim(spread.assign(distinct_classes_per_neuron=[deep, shallow])).verdict == "contradicted"
+    assert neuron_claim(spread.assign(distinct_classes_per_neuron=[shallow, shallow[::-1]])).verdict == "inconclusive"
+    assert neuron_claim(None).verdict == "not measured"
+    assert neuron_claim(spread.drop(columns="distinct_classes_per_neuron")).verdict == "not measured"
+    from nuwa.paper.fig2 import LARGE, SMALL, TUNED
+    fig2 = pd.DataFrame([dict(size=k, model=m, top1=p, correct=vec(p, k, m)) for k in (2, 5)
+                         for m, p in ((SMALL, 0.7), (LARGE, 0.75), (TUNED, 0.9 if k == 2 else 0.76))])
+    c = fig2_claim(fig2)
+    assert c.verdict == "inconclusive" and "5 classes +1.0 pts" in c.measured  # 2 classes clear, 5 classes not
+    assert fig2_claim(fig2.assign(top1=0)[fig2.model != LARGE]).verdict == "not measured"
     rollout = pd.DataFrame(dict(model=["H1", "H2"], image="composite: H1 + H2", rollout_mass_left=[0.7, 0.4],
                                 rollout_mass_right=[0.3, 0.6]))
-    assert fig8_claim(rollout).holds is True
-    assert fig8_claim(rollout.assign(rollout_mass_left=[0.4, 0.7], rollout_mass_right=[0.6, 0.3])).holds is False
-    assert fig8_claim(rollout.assign(model=["base", "H2"])).holds is None  # no H1 edge ViT: not measured
-    # Both models looking mostly left: the H2 model does not attend to its own (right) object.
-    assert fig8_claim(rollout.assign(rollout_mass_left=[0.7, 0.6], rollout_mass_right=[0.3, 0.4])).holds is False
-
-
-def test_a_lead_within_the_noise_margin_is_not_a_win():
-    hair = MARGIN / 2
-    rollout = pd.DataFrame(dict(model=["H1", "H2"], image="composite: H1 + H2",
-                                rollout_mass_left=[0.5 + hair, 0.5], rollout_mass_right=[0.5 - hair, 0.5]))
-    assert fig8_claim(rollout).holds is False
-    close = copy.deepcopy(ABLATIONS)
-    close["table6"]["mean_top1"]["non_fixed_rate=True,svd=True"] = 0.73 + hair  # a hair above the runner-up
-    close["fig7"].update(mean_top1_exp_lt_emb=0.78 - hair)
-    v = {c.id: c.holds for c in ablation_claims(close)}
-    assert v["table6-both-techniques-best"] is False and v["fig7-exp-below-emb-drops"] is False
-    assert v["table6-each-technique-helps"] is True  # 0.72 and 0.73 vs 0.70: clear leads still count
+    # One composite image is one observation: reported, not decided.
+    c = fig8_claim(rollout)
+    assert c.verdict == "inconclusive" and c.measured.startswith("one composite image") and "70.0%" in c.measured
+    assert fig8_claim(rollout.assign(model=["base", "H2"])).verdict == "not measured"  # no H1 edge ViT
+    many = pd.DataFrame(dict(model=["H1"] * 20 + ["H2"] * 20, image="composite: H1 + H2",
+                             rollout_mass_left=list(rng.uniform(0.6, 0.8, 20)) + list(rng.uniform(0.2, 0.4, 20))))
+    many["rollout_mass_right"] = 1 - many.rollout_mass_left
+    assert fig8_claim(many).verdict == "holds"
+    assert fig8_claim(many.assign(rollout_mass_left=1 - many.rollout_mass_left,
+                                  rollout_mass_right=many.rollout_mass_left)).verdict == "contradicted"

@@ -68,8 +68,42 @@ def test_fit_learns_a_separable_task_and_reports_history():
     assert epochs[-1]["val_loss"] < math.log(4)
     assert len(lines) == 3 and "val top1" in lines[-1]
     assert not model.training
-    # The history's last validation numbers are what evaluate reports for the final weights.
-    assert evaluate(model, val)["top1"] == epochs[-1]["val_top1"]
+    # The kept epoch's validation numbers are what evaluate reports for the final weights.
+    assert evaluate(model, val)["top1"] == epochs[history["best_epoch"] - 1]["val_top1"]
+
+
+def test_fit_that_helps_keeps_the_epoch_with_the_lowest_validation_loss():
+    train, val = textures(256, seed=0), textures(128, seed=1)
+    model = fresh_model()
+    history = fit(model, train, epochs=3, lr=5e-3, weight_decay=0.05, batch_size=16, val_ds=val, desc=None)
+    losses = [history["val_at_start"]["loss"]] + [e["val_loss"] for e in history["epochs"]]
+    assert history["guard"] == "val_loss" and history["best_epoch"] == losses.index(min(losses)) > 0
+    assert history["val_at_start"]["top1"] < 0.5  # an untrained model: training helped
+    kept = evaluate(model, val, desc=None)
+    assert kept["loss"] == pytest.approx(min(losses), rel=1e-6)
+    assert kept["top1"] == history["epochs"][history["best_epoch"] - 1]["val_top1"]
+
+
+def test_fit_that_only_hurts_returns_the_starting_weights_and_says_so():
+    train, val = textures(256, seed=0), textures(128, seed=1)
+    model = fresh_model()
+    fit(model, train, epochs=3, lr=5e-3, weight_decay=0.05, batch_size=16, desc=None)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    lines = []
+    history = fit(model, train, epochs=2, lr=0.3, weight_decay=0.05, batch_size=16, val_ds=val, desc=None,
+                  log=lines.append)  # a learning rate far too high: every epoch is worse than the start
+    at_start = history["val_at_start"]
+    assert all(e["val_loss"] > at_start["loss"] for e in history["epochs"]), (at_start, history["epochs"])
+    assert history["best_epoch"] == 0 and history["steps"] == 2 * 16
+    assert all(torch.equal(start[k], v) for k, v in model.state_dict().items())
+    assert evaluate(model, val, desc=None) == dict(at_start, n=128)
+    assert "kept the weights of epoch 0" in lines[-1] and not model.training
+
+
+def test_fit_without_validation_keeps_the_last_epoch_and_says_no_guard_ran():
+    model = fresh_model()
+    history = fit(model, textures(32, 0), epochs=2, lr=0.3, weight_decay=0.05, batch_size=16, desc=None)
+    assert history["guard"] is None and history["val_at_start"] is None and history["best_epoch"] == 2
 
 
 @pytest.mark.parametrize("augment", [False, True])
@@ -93,7 +127,8 @@ def test_fit_with_zero_epochs_changes_nothing():
     model = fresh_model().train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     history = fit(model, textures(8, 0), epochs=0, lr=1e-3, weight_decay=0.05)
-    assert history == {"epochs": [], "steps": 0, "samples_seen": 0}
+    assert history == {"epochs": [], "steps": 0, "samples_seen": 0, "guard": None, "val_at_start": None,
+                       "best_epoch": 0}
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not model.training
 

@@ -116,7 +116,8 @@ def test_table3_has_a_row_per_derivation_and_the_two_base_rows(built):
     repo, _ = built
     t = pd.read_parquet(repo / "results/test/tables/table3_long.parquet")
     derived = t[~t.method.str.startswith("base")]
-    assert sorted(zip(derived.method, derived.alpha)) == [("nuwa", 0.3), ("nuwa", 0.6), ("random", 0.3), ("random", 0.6)]
+    assert sorted(zip(derived.method, derived.alpha)) == [(m, a) for m in ("nuwa", "nuwa-accuracy", "random")
+                                                          for a in (0.3, 0.6)]
     assert set(derived.subtask) == {"H2"}
     assert (derived.rate_achieved >= derived.alpha - 0.02).all()  # the budget is met (baselines: within 2 points)
     assert (derived.flops < t.flops.max()).all() and derived.top1.between(0, 1).all()
@@ -124,16 +125,19 @@ def test_table3_has_a_row_per_derivation_and_the_two_base_rows(built):
     base = t[t.method.str.startswith("base")].set_index("method")
     assert set(base.index) == {"base (full classifier)", "base (sliced classifier)"}
     csv = pd.read_csv(repo / "results/test/tables/table3_long.csv")
-    assert list(csv.columns) == list(t.columns) and len(csv) == len(t) == 6
+    # The packed per-image correctness is in the parquet (for the ledger), not in the readable csv.
+    assert list(csv.columns) == [c for c in t.columns if not c.startswith("correct")] and len(csv) == len(t) == 8
+    assert t.correct.notna().all() and derived.correct_before_finetune.notna().all()
     # By method: the paper's layout, one row per method, a column per (kind, alpha).
     by_method = pd.read_parquet(repo / "results/test/tables/table3.parquet").set_index("method")
-    assert list(by_method.index) == ["base (full classifier)", "base (sliced classifier)", "nuwa", "random"]
+    assert list(by_method.index) == ["base (full classifier)", "base (sliced classifier)", "nuwa", "nuwa-accuracy",
+                                     "random"]
     assert {"hard a=0.3", "hard a=0.6", "hard rate achieved"} <= set(by_method.columns)
     assert by_method.loc["nuwa", "hard a=0.3"] == derived[(derived.method == "nuwa") & (derived.alpha == 0.3)].top1.iloc[0]
     cost = pd.read_parquet(repo / "results/test/tables/derivation_cost.parquet").set_index("method")
-    assert list(cost.index) == ["nuwa", "random"] and cost.loc["nuwa", "seconds_vs_nuwa"] == 1.0
+    assert list(cost.index) == ["nuwa", "nuwa-accuracy", "random"] and cost.loc["nuwa", "seconds_vs_nuwa"] == 1.0
     summary = json.loads((repo / "results/test/metrics.json").read_text())
-    assert summary["n_models"] == 4 and set(summary["nuwa"]) >= {"top1_alpha_0.3", "top1_alpha_0.6"}
+    assert summary["n_models"] == 6 and set(summary["nuwa"]) >= {"top1_alpha_0.3", "top1_alpha_0.6"}
 
 
 def test_intermediate_artifacts_are_tidy_tables(built):
@@ -198,9 +202,9 @@ def test_recovery_methods_table_compares_four_recoveries_of_one_pruned_model(bui
     assert list(by.epochs) == [0, 0, 1, 1]  # closed-form trains nothing ...
     assert 0 < by.loc["closed-form", "recovery_seconds"] < by.loc["finetune", "recovery_seconds"]  # ... and is cheaper
     run_ = json.loads((repo / "results/test/extensions/recovery/tiny-fmnist/H2/closed-form/a0.6-s0.json").read_text())
-    # The refit changed the model (towards this weak test base's outputs: whether that lowers the
-    # loss depends on the base; tests/test_recovery.py asserts it does for a well-trained one).
-    assert run_["val_loss"] != run_["val_loss_before"]
+    # The refit is kept only where it lowers the validation loss, else the pruned weights stay
+    # (on this weak test base it may go either way; tests/test_recovery.py builds both cases).
+    assert run_["val_loss"] <= run_["val_loss_before"]
     assert run_["recovery_params"] == {"ridge": 1e-3, "calib_samples": 64}
     main = json.loads((repo / "results/test/metrics/tiny-fmnist/H2/nuwa/a0.6-s0.json").read_text())
     assert by.loc["finetune", "test_top1"] == main["test_top1_finetuned"] and by.loc["none", "test_top1"] == main["test_top1_pruned"]
@@ -260,9 +264,9 @@ def test_every_job_logs_and_the_costly_ones_are_benchmarked(built):
 
 
 def test_alphas_that_prune_to_the_same_model_share_one_fine_tuning(built):
-    """A sweep job fine-tunes a pruned model once when several alphas give the same bytes (depth
-    pruning overshoots the small alphas: here NuWa on H2 at 0.3 and 0.6), copies the result and
-    says so in its report and metrics; fine-tuning is deterministic (test_reliability.py)."""
+    """A sweep job fine-tunes a pruned model once when several alphas give the same bytes (the
+    paper's depth rule overshoots the small alphas: here nuwa-accuracy on H2 at 0.3 and 0.6), copies
+    the result and says so in its report and metrics; fine-tuning is deterministic (test_reliability.py)."""
     repo, _ = built
     reused = 0
     for sweep in sorted((repo / "models/test/derived/tiny-fmnist/H2").iterdir()):
@@ -292,24 +296,25 @@ def test_a_second_run_has_nothing_to_do(built):
     # fine-tuning epochs: the fine-tuning jobs and what reads them, nothing upstream
     # (derive, finetune and metrics run one job per sub-task and method: every alpha in one process)
     (("profiles.test.finetune.epochs", 2),
-     {"finetune": 2, "metrics": 2, "table3": 1, "fig6_accuracy_vs_alpha": 1, "fig8_attention_rollout": 1, "claims": 1,
-      "hw_bench": 1, "table4": 1, "all": 1,
+     {"finetune": 3, "metrics": 3, "table3": 1, "fig6_accuracy_vs_alpha": 1, "fig8_attention_rollout": 1, "claims": 1,
+      "hw_bench": 1, "table4": 1, "pareto_latency": 1, "pareto_figure": 1, "all": 1,
       # the extensions recover and fine-tune with the same epochs, and export the fine-tuned model
       "ext_recover": 2, "ext_regime": 2, "ext_export": 1, "ext_tables": 1}),
     # one more alpha: each method's sweep job again (every alpha in one process) and what reads its
     # models; the base, its caches and the sub-task's analyses are reused
     (("profiles.test.alphas", [0.3, 0.45, 0.6]),
-     {"derive": 2, "finetune": 2, "metrics": 2, "table3": 1, "fig6_accuracy_vs_alpha": 1, "claims": 1,
-      "hw_bench": 1, "table4": 1, "all": 1, "fig8_attention_rollout": 1, "ext_recover": 2, "ext_export": 1,
-      "ext_tables": 1}),
+     {"derive": 3, "finetune": 3, "metrics": 3, "table3": 1, "fig6_accuracy_vs_alpha": 1, "claims": 1,
+      "hw_bench": 1, "table4": 1, "pareto_latency": 1, "pareto_figure": 1, "all": 1, "fig8_attention_rollout": 1,
+      "ext_recover": 2, "ext_export": 1, "ext_tables": 1}),
     # the head threshold: derivations and the importance/spectra analyses, not the base
     (("profiles.test.derive.rho_head", 0.8),
-     {"importance": 1, "spectra": 1, "derive": 2, "finetune": 2, "metrics": 2, "table3": 1,
+     {"importance": 1, "spectra": 1, "derive": 3, "finetune": 3, "metrics": 3, "table3": 1,
       "fig5_importance_similarity": 1, "fig6_accuracy_vs_alpha": 1, "fig8_attention_rollout": 1, "claims": 1, "all": 1,
       "ablation_run": 9, "ablation_tables": 1, "ablation_fig7": 1, "ablation_fig12": 1, "hw_bench": 1, "table4": 1,
-      "rounding": 1, "latency_budget": 1, "ext_recover": 2, "ext_regime": 2, "ext_export": 1, "ext_tables": 1}),
+      "pareto_latency": 1, "pareto_figure": 1, "rounding": 1, "latency_budget": 1, "ext_recover": 2, "ext_regime": 2, "ext_export": 1, "ext_tables": 1}),
     # benchmark repeats: the timings and what reads them, nothing else (the latency check has its own)
-    (("profiles.test.bench.repeats", 4), {"hw_bench": 1, "rounding": 1, "table4": 1, "all": 1}),
+    (("profiles.test.bench.repeats", 4), {"hw_bench": 1, "rounding": 1, "table4": 1, "pareto_latency": 1,
+                                          "pareto_figure": 1, "all": 1}),
 ])
 def test_a_parameter_change_reschedules_exactly_the_dependent_jobs(built, change, expected):
     repo, _ = built
@@ -385,6 +390,9 @@ def config_copy(tmp_path) -> Path:
     ("profiles.default.derive.rho_head", 0, r"profiles\.default\.derive\.rho_head: 0 is less than or equal to the minimum of 0"),
     ("profiles.test.derive.unknown_option", 3, r"profiles\.test\.derive: Additional properties are not allowed \('unknown_option'"),
     ("profiles.default.methods", ["nuwa", "magic"], r"profiles\.default\.methods\[1\]: 'magic' is not one of"),
+    ("profiles.default.methods", ["nuwa", "Nuwa"], r"profiles\.default\.methods\[1\]: 'Nuwa' does not match"),
+    ("method_variants.nuwa-fast", {"method": "nuwa", "derive": {"depth_policy": "fast"}},
+     r"method_variants\.nuwa-fast\.derive\.depth_policy: 'fast' is not one of"),
     ("profiles.default.bases.vit96-fmnist.subtasks", ["H1", "H9"], r"bases\.vit96-fmnist\.subtasks: \['H9'\] not defined in nuwa/subtasks/fashion-mnist\.yaml"),
     ("profiles.default.bench.subtasks", ["H1", "S7"], r"profiles\.default\.bench\.subtasks: \['S7'\] not among the sub-tasks"),
     ("profiles.default.bench.runtimes", ["tensorrt"], r"profiles\.default\.bench\.runtimes\[0\]: 'tensorrt' is not one of"),

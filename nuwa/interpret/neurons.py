@@ -97,7 +97,8 @@ def neuron_table(acts: dict[int, torch.Tensor], labels: torch.Tensor, sample_ids
 def class_spread(acts: dict[int, torch.Tensor], labels: torch.Tensor, table: pd.DataFrame, *, k: int,
                  depth: int) -> pd.DataFrame:
     """Per layer: the mean number of distinct classes among the top-k samples of the chosen
-    neurons and of every neuron of the layer (the robust number: it does not hang on 4 picks)."""
+    neurons and of every neuron of the layer (the robust number: it does not hang on 4 picks),
+    and every neuron's count (`distinct_classes_per_neuron`, for a bootstrap over neurons)."""
     rows = []
     for l, a in acts.items():
         chosen = table[table.layer == l + 1].drop_duplicates("neuron")
@@ -105,7 +106,8 @@ def class_spread(acts: dict[int, torch.Tensor], labels: torch.Tensor, table: pd.
         rows.append(dict(layer=l + 1, depth=depth, neurons=int(a.shape[1]), top_k=k,
                          chosen_mean_distinct_classes=float(chosen.distinct_classes.mean()),
                          all_mean_distinct_classes=float(every.mean()),
-                         all_median_distinct_classes=float(np.median(every))))
+                         all_median_distinct_classes=float(np.median(every)),
+                         distinct_classes_per_neuron=[int(c) for c in every]))
     return pd.DataFrame(rows)
 
 

@@ -44,9 +44,11 @@ def cut_depth(sliced: EdgeViT, keep: int, heads: list[dict], classes: list[int])
 
 
 def one_shot(base: EdgeViT, base_dir: Path | None, task: SubTask, opts: DeriveOptions,
-             timer=None) -> tuple[EdgeViT, dict]:
+             timer=None, budget=None) -> tuple[EdgeViT, dict]:
     """NuWa's one-shot stage: slice the classifier to the sub-task, then drop layers from the top
-    by the depth rule (rho_depth on the sliced per-layer classifiers' validation top-1)."""
+    by the depth rule (rho_depth on the sliced per-layer classifiers' validation top-1). Under
+    the budget policy with a `budget` (derivation.Budget), layers the rule drops come back while
+    the cut model alone would be within the budget; without a budget the rule alone decides."""
     timer = timer or _untimed
     info: dict[str, Any] = {}
     with timer("classifier"):
@@ -54,10 +56,36 @@ def one_shot(base: EdgeViT, base_dir: Path | None, task: SubTask, opts: DeriveOp
     with timer("depth"):
         if opts.prune_depth and base.config.depth > 1:
             heads, accs = depth_accuracies(base, base_dir, task, opts)
-            info["layer_val_top1"] = accs
-            model = cut_depth(model, lc.choose_depth(accs, opts.rho_depth), heads, task.classes)
+            keep = lc.choose_depth(accs, opts.rho_depth)
+            info.update(layer_val_top1=accs, depth_rule=keep, depth_policy=opts.depth_policy)
+            if opts.depth_policy == "budget" and budget is not None:
+                sliced = model
+
+                keep = lc.budget_depth(keep, base.config.depth,
+                                       lambda k: _fits(budget, cut_depth(sliced, k, heads, task.classes)))
+            model = cut_depth(model, keep, heads, task.classes)
         info["depth"] = model.config.depth
+        if budget is not None and budget.rate is not None:
+            info["rate_after_depth"] = budget.rate_of(model.config)
     return model, info
+
+
+def restore_heads(keep: list[list[int]], scores: list, within_budget) -> list[list[int]]:
+    """Under the budget policy, the head rule may not cut past the requested cost either: while
+    the kept heads alone are within the budget, the best-scored dropped head comes back. Returns
+    the fewest heads at or above the request (or every head)."""
+    keep = [sorted(k) for k in keep]
+    dropped = sorted(((float(s[j]), i, j) for i, s in enumerate(scores) for j in range(len(s)) if j not in keep[i]),
+                     reverse=True)
+    for _, i, j in dropped:
+        if not within_budget(keep):
+            break
+        keep[i] = sorted(keep[i] + [j])
+    return keep
+
+
+def _fits(budget, model: EdgeViT) -> bool:
+    return budget(model.config, lambda: model)
 
 
 @contextlib.contextmanager
@@ -67,7 +95,7 @@ def _untimed(phase: str):
 
 def derive_nuwa(base: EdgeViT, base_dir: Path | None, task: SubTask, budget, opts: DeriveOptions,
                 timer, seed: int) -> tuple[EdgeViT, dict]:
-    model, info = one_shot(base, base_dir, task, opts, timer)
+    model, info = one_shot(base, base_dir, task, opts, timer, budget)
     passes = 0
     with timer("importance"):
         batches = task.batches(task.fit, opts.score_samples, seed=seed, batch_size=opts.batch_size,
@@ -77,6 +105,10 @@ def derive_nuwa(base: EdgeViT, base_dir: Path | None, task: SubTask, budget, opt
     with timer("heads"):
         keep_heads = select_heads(scores.heads, opts.rho_head) if opts.prune_heads else \
             [list(range(l.num_heads)) for l in model.config.layers]
+        if opts.depth_policy == "budget" and opts.prune_heads:
+            keep_heads = restore_heads(keep_heads, scores.heads,
+                                       lambda keep: _fits(budget, prune_heads(model, keep)))
+            info["heads_rule"] = sum(map(len, select_heads(scores.heads, opts.rho_head)))
         model = prune_heads(model, keep_heads)
         scores = _slice_scores(scores, keep_heads)
         info["heads_kept"] = keep_heads
@@ -95,6 +127,8 @@ def derive_nuwa(base: EdgeViT, base_dir: Path | None, task: SubTask, budget, opt
         plan, evaluated = search(spectra, scores, embed_scores, opts.adaptive,
                                  lambda plan: budget(plan.config(model.config), lambda: build(plan)))
         pruned = build(plan)
+    if budget.rate is not None and plan.over is not None:
+        info["nearest_over_budget_rate"] = budget.rate_of(plan.over.config(model.config))
     info.update(iterations=plan.t, thresholds=plan.rho, sizes_exact=plan.exact, plans_evaluated=evaluated,
                 passes=passes)
     return pruned, info

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from ..arch import EdgeViTConfig, LayerConfig
+from ..cost import cost_of_sizes
 from ..errors import NuwaError
 from ..importance import GroupScores
 from ..model import EdgeViT
@@ -53,23 +54,35 @@ class _Unit:
     score: float
 
 
-def _units(cfg: EdgeViTConfig, scores: GroupScores, per_parameter: bool = True) -> list[_Unit]:
-    """All prunable units with their saliency, per parameter by default (so that a big group is not
-    kept for its size alone; NViT normalises by cost the same way)."""
-    d, units = cfg.embed_dim, []
+def unit_costs(cfg: EdgeViTConfig, metric: str) -> dict[tuple[str, int], float]:
+    """What removing one unit of each (kind, layer) saves at `cfg`, in `metric` (params or flops;
+    layer -1: the embedding). A query-key or value slot is one dim of every head of its layer."""
+    sizes = [(l.num_heads, l.qk_dim, l.v_dim, l.mlp_dim) for l in cfg.layers]
+    full = cost_of_sizes(cfg, cfg.embed_dim, sizes, metric)
+    out = {("embed", -1): float(full - cost_of_sizes(cfg, cfg.embed_dim - 1, sizes, metric))}
+    for l, s in enumerate(sizes):
+        for pos, kind in enumerate(("head", "qk", "v", "neuron")):
+            fewer = [*s[:pos], s[pos] - 1, *s[pos + 1:]]
+            out[(kind, l)] = float(full - cost_of_sizes(cfg, cfg.embed_dim, [*sizes[:l], fewer, *sizes[l + 1:]], metric))
+    return out
+
+
+def _units(cfg: EdgeViTConfig, scores: GroupScores, cost_metric: str | None = None) -> list[_Unit]:
+    """All prunable units with their saliency; with `cost_metric`, per unit of the cost their
+    removal saves (so that a big group is not kept for its size alone, NViT's normalisation)."""
+    saved = unit_costs(cfg, cost_metric) if cost_metric is not None else None
+
+    def per(kind: str, layer: int) -> float:
+        return saved[(kind, layer)] if saved is not None else 1.0
+
+    units = []
     for l, lc in enumerate(cfg.layers):
-        H, dq, dv = lc.num_heads, lc.qk_dim, lc.v_dim
-        head_params = (2 * dq * (d + 1) + dv * (d + 1) + dv * d) if per_parameter else 1
-        units += [_Unit("head", l, h, float(scores.heads[l][h]) / head_params) for h in range(H)]
-        for kind, s, per in (("qk", scores.qk[l], 2 * (d + 1) * H), ("v", scores.v[l], (2 * d + 1) * H)):
+        units += [_Unit("head", l, h, float(scores.heads[l][h]) / per("head", l)) for h in range(lc.num_heads)]
+        for kind, s in (("qk", scores.qk[l]), ("v", scores.v[l])):
             slots = torch.sort(s.double(), dim=1, descending=True).values.sum(0)  # slot j: j-th best of every head
-            units += [_Unit(kind, l, j, float(slots[j]) / (per if per_parameter else 1)) for j in range(s.shape[1])]
-        per_neuron = (2 * d + 1) if per_parameter else 1
-        units += [_Unit("neuron", l, i, float(v) / per_neuron) for i, v in enumerate(scores.neurons[l])]
-    # One embedding dim runs through every d-sized tensor: patch projection, tokens, norms, all projections.
-    per_dim = (cfg.in_chans * cfg.patch_size ** 2 + 1 + 1 + cfg.num_tokens + 2 + cfg.num_classes
-               + sum(4 + 2 * l.q_width + l.v_width + l.v_width + 1 + 2 * l.mlp_dim + 1 for l in cfg.layers))
-    units += [_Unit("embed", -1, k, float(v) / (per_dim if per_parameter else 1)) for k, v in enumerate(scores.embed)]
+            units += [_Unit(kind, l, j, float(slots[j]) / per(kind, l)) for j in range(s.shape[1])]
+        units += [_Unit("neuron", l, i, float(v) / per("neuron", l)) for i, v in enumerate(scores.neurons[l])]
+    units += [_Unit("embed", -1, k, float(v) / per("embed", -1)) for k, v in enumerate(scores.embed)]
     return units
 
 
@@ -90,11 +103,12 @@ def _selection_from_removed(cfg: EdgeViTConfig, scores: GroupScores, removed: se
 
 
 def global_ranking(cfg: EdgeViTConfig, scores: GroupScores, within_budget: Callable[[Selection], bool], *,
-                   per_parameter: bool = True) -> tuple[Selection, int]:
-    """Remove the units of lowest saliency per parameter, all kinds ranked together, until the
-    config is within budget (the fewest removals that suffice, found by bisection).
-    Query-key/value slots are removed worst-first within a layer by construction of their scores."""
-    order = sorted(_units(cfg, scores, per_parameter), key=lambda u: (u.score, u.kind, u.layer, u.index))
+                   cost_metric: str | None = None) -> tuple[Selection, int]:
+    """Remove the units of lowest saliency (per unit of `cost_metric` saved, when given), all kinds
+    ranked together, until the config is within budget (the fewest removals that suffice, found by
+    bisection). Query-key/value slots are removed worst-first within a layer by construction of
+    their scores."""
+    order = sorted(_units(cfg, scores, cost_metric), key=lambda u: (u.score, u.kind, u.layer, u.index))
     keys = [(u.kind, u.layer, u.index) for u in order]
 
     def select(k: int) -> Selection:
@@ -117,7 +131,7 @@ def global_ranking(cfg: EdgeViTConfig, scores: GroupScores, within_budget: Calla
 
 
 def random_quantiles(cfg: EdgeViTConfig, seed: int) -> GroupScores:
-    """Task-agnostic random scores that make `global_ranking(per_parameter=False)` remove the same
+    """Task-agnostic random scores that make `global_ranking` (no cost normalisation) remove the same
     share of every layer and dimension: each unit's score is its random rank's quantile within its
     own (layer, kind) group, so units leave all groups at the same pace, one at a time."""
     g = torch.Generator().manual_seed(seed)

@@ -90,7 +90,8 @@ def sweep(model: EdgeViT, *, dims: Iterable[str], rates: Iterable[float], scores
           desc: str | None = "sweep") -> list[dict]:
     """One row per (dim, technique, rate) plus the unpruned reference (dim "none", rate 0).
 
-    `evaluate(model)` returns at least {"top1", "n"}. Rows also carry the kept size of the dimension
+    `evaluate(model)` returns at least {"top1", "n"} (and "correct", packed per-image correctness,
+    when it evaluates per image: rows keep it for paired comparisons). Rows also carry the kept size of the dimension
     (per layer, first layer's value in `size`), params and FLOPs."""
     techniques = techniques or TECHNIQUES
     dims, rates = list(dims), [float(r) for r in rates]
@@ -101,6 +102,7 @@ def sweep(model: EdgeViT, *, dims: Iterable[str], rates: Iterable[float], scores
         ev = evaluate(m)
         sizes = dimension_sizes(m)
         return dict(dim=dim, technique=technique, rate=rate, top1=float(ev["top1"]), n=int(ev["n"]),
+                    correct=ev.get("correct"),
                     size=sizes[dim][0] if dim in sizes else None,
                     sizes=sizes[dim] if dim in sizes else None,
                     params=cost.count_params(m.config), flops=cost.count_flops(m.config),

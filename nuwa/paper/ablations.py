@@ -3,7 +3,9 @@ numbers a claims ledger checks them by.
 
 Inputs: sweep rows (`nuwa.sweep.sweep`, with base/subtask/kind added) and run records (one dict
 per ablation derivation: base, subtask, kind, alpha, exclude, global_ranking, svd, gamma_ratio,
-top1_pruned, top1 -- after recovery --, n, rate_achieved, params, flops). Pure pandas, no models.
+top1_pruned, top1 -- after recovery --, n, rate_achieved, params, flops; correct, correct_pruned:
+packed per-image correctness, when evaluated per image). Pure pandas, no models. Every table
+keeps the `correct` columns its inputs have, for the ledger's paired bootstraps.
 """
 from __future__ import annotations
 
@@ -18,6 +20,11 @@ EXCLUDABLE = ADAPTIVE_DIMS
 KEYS = ["base", "subtask", "kind"]
 
 
+def _present(t: pd.DataFrame, cols: list[str]) -> list[str]:
+    """`cols` without the optional ones the inputs lack (records made without per-image evaluation)."""
+    return [c for c in cols if c in t.columns or c not in ("correct", "correct_pruned", "seed")]
+
+
 def _reference(sweep: pd.DataFrame) -> pd.DataFrame:
     """The unpruned (classifier-sliced) model's top-1 per sub-task."""
     ref = sweep[sweep.dim == "none"][KEYS + ["top1"]].rename(columns={"top1": "top1_unpruned"})
@@ -29,7 +36,8 @@ def table1(sweep: pd.DataFrame) -> pd.DataFrame:
     t = sweep[sweep.dim.isin(["qk", "v"]) & sweep.technique.isin(["svd", "score"])]
     t = t.merge(_reference(sweep), on=KEYS, how="left")
     t = t.assign(loss=t.top1_unpruned - t.top1)
-    cols = KEYS + ["dim", "rate", "technique", "size", "top1", "top1_unpruned", "loss", "n", "params", "flops"]
+    cols = _present(t, KEYS + ["dim", "rate", "technique", "size", "top1", "top1_unpruned", "loss", "n", "params",
+                               "flops", "correct"])
     order = dict(qk=0, v=1)
     return (t.assign(_d=t.dim.map(order), _t=(t.technique != "svd").astype(int))
             .sort_values(KEYS + ["_d", "rate", "_t"])[cols].reset_index(drop=True))
@@ -41,7 +49,8 @@ def fig12_table(sweep: pd.DataFrame) -> pd.DataFrame:
     t = t.merge(_reference(sweep), on=KEYS, how="left")
     t = t.assign(loss=t.top1_unpruned - t.top1)
     order = {d: i for i, d in enumerate(EXCLUDABLE)}
-    cols = KEYS + ["dim", "technique", "rate", "size", "top1", "top1_unpruned", "loss", "n", "params", "flops"]
+    cols = _present(t, KEYS + ["dim", "technique", "rate", "size", "top1", "top1_unpruned", "loss", "n", "params",
+                               "flops", "correct"])
     return t.assign(_d=t.dim.map(order)).sort_values(KEYS + ["_d", "rate"])[cols].reset_index(drop=True)
 
 
@@ -56,7 +65,7 @@ def runs_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
-RUN_COLS = ["top1_pruned", "top1", "n", "rate_achieved", "params", "flops"]
+RUN_COLS = ["seed", "top1_pruned", "top1", "n", "rate_achieved", "params", "flops", "correct", "correct_pruned"]
 
 
 def table5(runs: pd.DataFrame, alpha: float) -> pd.DataFrame:
@@ -68,7 +77,7 @@ def table5(runs: pd.DataFrame, alpha: float) -> pd.DataFrame:
     t = t.merge(full, on=KEYS, how="left")
     t = t.assign(drop=t.top1_full - t.top1)
     order = {d: i for i, d in enumerate(("none",) + EXCLUDABLE)}
-    cols = KEYS + ["alpha", "excluded"] + RUN_COLS + ["drop"]
+    cols = _present(t, KEYS + ["alpha", "excluded"] + RUN_COLS + ["drop"])
     return t.assign(_o=t.excluded.map(order)).sort_values(KEYS + ["_o"])[cols].reset_index(drop=True)
 
 
@@ -79,7 +88,7 @@ def table6(runs: pd.DataFrame, alpha: float) -> pd.DataFrame:
     neither = t[~t.non_fixed_rate & ~t.svd_on][KEYS + ["top1"]].rename(columns={"top1": "top1_neither"})
     t = t.merge(neither, on=KEYS, how="left")
     t = t.assign(gain=t.top1 - t.top1_neither)
-    cols = KEYS + ["alpha", "non_fixed_rate", "svd_on", "svd"] + RUN_COLS + ["gain"]
+    cols = _present(t, KEYS + ["alpha", "non_fixed_rate", "svd_on", "svd"] + RUN_COLS + ["gain"])
     return t.sort_values(KEYS + ["non_fixed_rate", "svd_on"])[cols].reset_index(drop=True)
 
 
@@ -87,7 +96,7 @@ def fig7_table(runs: pd.DataFrame, alpha: float) -> pd.DataFrame:
     """gamma_exp x gamma_emb grid (ratios over gamma_qkv) at `alpha`, NuWa otherwise unchanged."""
     t = runs[(runs.alpha == alpha) & (runs.exclude == "") & runs.global_ranking & (runs.svd != "off")]
     t = t[t.gamma_ratio.map(lambda g: float(g[0]) == 1.0)]
-    cols = KEYS + ["alpha", "gamma_exp", "gamma_emb"] + RUN_COLS
+    cols = _present(t, KEYS + ["alpha", "gamma_exp", "gamma_emb"] + RUN_COLS)
     return t.sort_values(KEYS + ["gamma_exp", "gamma_emb"])[cols].reset_index(drop=True)
 
 

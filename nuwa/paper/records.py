@@ -8,7 +8,8 @@ from typing import Any
 
 # The ablation tables (nuwa.paper.ablations) read the recovered model's top-1 under shorter names.
 ABLATION_NAMES = dict(test_top1_pruned="top1_pruned", test_top1_finetuned="top1", test_n="n",
-                      val_top1_finetuned="val_top1")
+                      val_top1_finetuned="val_top1", test_correct_pruned="correct_pruned",
+                      test_correct_finetuned="correct")
 
 
 def derivation_record(pruned: dict[str, Any], finetuned: dict[str, Any], test_pruned: dict[str, Any],
@@ -16,7 +17,8 @@ def derivation_record(pruned: dict[str, Any], finetuned: dict[str, Any], test_pr
                       seed: int | str, names: dict[str, str] | None = None) -> dict[str, Any]:
     """The keys every derivation record holds. `pruned`, `finetuned`: the two models' reports
     (report.json); `test_pruned`, `test_finetuned`: their test evaluations; `names` renames keys.
-    Callers add the keys only their tables read."""
+    Callers add the keys only their tables read. The test evaluations' per-image correctness
+    (`evaluate_dir(per_image=True)`), when there, becomes test_correct_pruned / _finetuned."""
     record = dict(
         base=base, subtask=subtask, kind=kind, alpha=float(alpha), seed=int(seed), metric=pruned["metric"],
         test_top1_pruned=test_pruned["top1"], test_top1_finetuned=test_finetuned["top1"], test_n=test_finetuned["n"],
@@ -25,6 +27,7 @@ def derivation_record(pruned: dict[str, Any], finetuned: dict[str, Any], test_pr
         base_flops=pruned["base_flops"], rate_achieved=pruned["rate_achieved"], depth=pruned["depth"],
         embed_dim=pruned["embed_dim"], derive_seconds=pruned["derive_seconds"],
         finetune_seconds=finetuned["seconds"].get("recovery"),
+        test_correct_pruned=test_pruned.get("correct"), test_correct_finetuned=test_finetuned.get("correct"),
     )
     names = names or {}
     return {names.get(k, k): v for k, v in record.items()}

@@ -11,10 +11,10 @@ import pandas as pd
 
 BASE_FULL = "base (full classifier)"
 BASE_SLICED = "base (sliced classifier)"
-METHOD_ORDER = (BASE_FULL, BASE_SLICED, "nuwa", "random", "nvit", "xpruner")
+METHOD_ORDER = (BASE_FULL, BASE_SLICED, "nuwa", "nuwa-accuracy", "nuwa-nodepth", "random", "nvit", "xpruner")
 LONG_COLUMNS = ("base", "subtask", "kind", "n_classes", "method", "alpha", "seed", "top1", "top1_before_finetune",
                 "params", "flops", "rate_achieved", "depth", "embed_dim", "derive_seconds", "passes",
-                "finetune_seconds")
+                "finetune_seconds", "correct", "correct_before_finetune")
 
 
 def _order(column: pd.Series) -> pd.Series:
@@ -27,23 +27,27 @@ def _order(column: pd.Series) -> pd.Series:
 def table3_long(metrics: Iterable[dict], base_evals: Iterable[tuple[dict, dict]]) -> pd.DataFrame:
     """One row per derivation (test top-1 after and before fine-tuning, sizes, rate, cost) and two
     base rows per sub-task (full and sliced classifier). `base_evals`: (pair, eval) with pair =
-    {base, subtask, kind} and eval = `nuwa eval` output (top1, top1_sliced, classes)."""
+    {base, subtask, kind} and eval = `nuwa eval` output (top1, top1_sliced, classes; correct and
+    correct_sliced with --per-image). `correct` / `correct_before_finetune`: the packed per-image
+    correctness (`nuwa.correctness`), None where the records have none."""
     derived = list(metrics)
     sizes = {m["base"]: (m["base_params"], m["base_flops"]) for m in derived}
     rows = []
     for pair, e in base_evals:
         params, flops = sizes.get(pair["base"], (None, None))
-        for method, top1 in ((BASE_FULL, e["top1"]), (BASE_SLICED, e["top1_sliced"])):
+        for method, top1, correct in ((BASE_FULL, e["top1"], e.get("correct")),
+                                      (BASE_SLICED, e["top1_sliced"], e.get("correct_sliced"))):
             rows.append(dict(base=pair["base"], subtask=pair["subtask"], kind=pair["kind"],
                              n_classes=len(e["classes"]), method=method, alpha=0.0, top1=top1, params=params,
-                             flops=flops, rate_achieved=0.0))
+                             flops=flops, rate_achieved=0.0, correct=correct))
     for m in derived:
         rows.append(dict(base=m["base"], subtask=m["subtask"], kind=m["kind"], n_classes=len(m["classes"]),
                          method=m["method"], alpha=m["alpha"], seed=m["seed"], top1=m["test_top1_finetuned"],
                          top1_before_finetune=m["test_top1_pruned"], params=m["params"], flops=m["flops"],
                          rate_achieved=m["rate_achieved"], depth=m["depth"], embed_dim=m["embed_dim"],
                          derive_seconds=m["derive_seconds"], passes=m.get("passes"),
-                         finetune_seconds=m.get("finetune_seconds")))
+                         finetune_seconds=m.get("finetune_seconds"), correct=m.get("test_correct_finetuned"),
+                         correct_before_finetune=m.get("test_correct_pruned")))
     table = pd.DataFrame(rows, columns=list(LONG_COLUMNS))
     table = table.sort_values(["base", "subtask", "method", "alpha", "seed"], key=_order, na_position="first")
     table = table.astype({"seed": "Int64", "depth": "Int64", "embed_dim": "Int64", "passes": "Int64",
@@ -80,6 +84,25 @@ def table3_by_method(long: pd.DataFrame) -> pd.DataFrame:
                 row[f"{kind} rate achieved"] = round(float(k.rate_achieved.mean()), 4) if len(k) else None
         out.append(row)
     return pd.DataFrame(out)
+
+
+def headline(long: pd.DataFrame) -> dict:
+    """The numbers `dvc metrics` tracks (metrics.json): per method, means over the (base, sub-task)
+    pairs every method ran on, so no method's mean includes sub-tasks another's lacks; the base
+    rows over the same pairs."""
+    rows = shared_subtasks(long)
+    derived = rows[~rows.method.isin((BASE_FULL, BASE_SLICED))]
+    out: dict = dict(n_models=int((~long.method.isin((BASE_FULL, BASE_SLICED))).sum()),
+                     subtasks=sorted({f"{b}/{s}" for b, s in zip(derived.base, derived.subtask)}))
+    for method, g in derived.groupby("method"):
+        out[method] = {f"top1_alpha_{a:g}": round(float(x), 4) for a, x in g.groupby("alpha")["top1"].mean().items()}
+        out[method]["top1_mean"] = round(float(g["top1"].mean()), 4)
+        out[method]["top1_before_finetune_mean"] = round(float(g["top1_before_finetune"].mean()), 4)
+        out[method]["rate_achieved_mean"] = round(float(g["rate_achieved"].mean()), 4)
+        out[method]["derive_seconds_mean"] = round(float(g["derive_seconds"].mean()), 3)
+    mean = lambda m: round(float(rows[rows.method == m].top1.mean()), 4) if (rows.method == m).any() else None  # noqa: E731
+    out["base"] = {"top1_full_mean": mean(BASE_FULL), "top1_sliced_mean": mean(BASE_SLICED)}
+    return out
 
 
 def derivation_cost(long: pd.DataFrame) -> pd.DataFrame:

@@ -21,15 +21,24 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     return "\n".join([head, sep, *body]) + "\n"
 
 
+# Machine-read columns (packed per-image correctness, per-unit lists for the ledger's bootstraps):
+# kept in the parquet, left out of the csv and markdown that people read.
+MACHINE_COLUMNS = ("correct", "correct_before_finetune", "correct_pruned", "distinct_classes_per_neuron")
+
+
+def readable(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop(columns=[c for c in MACHINE_COLUMNS if c in df.columns])
+
+
 def write_table(df: pd.DataFrame, csv: str | Path, md: str | Path | None = None,
                 parquet: str | Path | None = None, *, title: str | None = None) -> None:
     with atomic_file(csv) as f:
-        df.to_csv(f, index=False)
+        readable(df).to_csv(f, index=False)
     if md is not None:
         with atomic_file(md) as f:
             if title:
                 f.write(f"# {title}\n\n")
-            f.write(to_markdown(df))
+            f.write(to_markdown(readable(df)))
     if parquet is not None:
         with atomic_path(parquet) as tmp:
             df.to_parquet(tmp, index=False)

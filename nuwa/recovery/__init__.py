@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import NuwaError
 from ..model import EdgeViT
 from ..options import RECOVERY_NAMES
-from .closed_form import TARGETS, closed_form
+from .closed_form import TARGETS, closed_form, refit_on_task
 from .distill import distill
 from .pairing import base_embed_positions
 from .ridge import RidgeStats, ridge_fit
@@ -18,7 +18,7 @@ from .ridge import RidgeStats, ridge_fit
 RECOVERIES = RECOVERY_NAMES  # `recover` dispatches on these names
 
 __all__ = ["RECOVERIES", "TARGETS", "RidgeStats", "base_embed_positions", "closed_form", "distill", "recover",
-           "ridge_fit", "trained_epochs"]
+           "refit_on_task", "ridge_fit", "trained_epochs"]
 
 
 def recover(pruned: EdgeViT, base: EdgeViT | None, task: Any, *, recovery: str, epochs: int, opts: Any,
@@ -26,7 +26,11 @@ def recover(pruned: EdgeViT, base: EdgeViT | None, task: Any, *, recovery: str, 
     """Run `recovery` on `pruned` in place for a `derivation.SubTask`. Returns (training history or
     None, the recovery's parameters, its details or None) for the report. `limit` caps the
     training samples per epoch of finetune/distill (None: all); `base` is needed by distill and
-    closed-form only."""
+    closed-form only.
+
+    None of them makes the model worse on `task.val`: finetune/distill end with the epoch of lowest
+    validation loss, the starting weights included (history "best_epoch", "val_at_start"), and
+    the closed-form refit is chosen and kept on it (`refit_on_task`; details "kept", "guard")."""
     from ..train import fit
 
     if recovery not in RECOVERIES:
@@ -47,9 +51,8 @@ def recover(pruned: EdgeViT, base: EdgeViT | None, task: Any, *, recovery: str, 
                           feature_weight=opts.distill_feature_weight, **train_kw)
         return history, params, None
     if recovery == "closed-form":
-        n = min(opts.calib_samples, len(task.fit))
-        batches = task.batches(task.fit, n, seed=seed, batch_size=opts.batch_size)
-        details = closed_form(pruned, base, batches, ridge=opts.ridge)
+        details = refit_on_task(pruned, base, task, ridge=opts.ridge, calib_samples=opts.calib_samples,
+                                batch_size=opts.batch_size, seed=seed)
         return None, dict(ridge=opts.ridge, calib_samples=opts.calib_samples), details
     return None, {}, None
 

@@ -41,7 +41,8 @@ def distill(pruned: EdgeViT, base: EdgeViT, train_ds: Any, *, epochs: int, lr: f
     (the residual stream, of which the pruned model keeps a subset of dims), and it is the input
     that the pruned model's exit classifier was trained on (the base's stream at that depth);
     after a LayerNorm over fewer dims the statistics differ, so post-norm tokens do not match
-    even for a perfect student. Returns `fit`'s history."""
+    even for a perfect student. Returns `fit`'s history; with `val_ds`, `fit` keeps the weights
+    (the starting ones included) of lowest validation loss, the distillation loss notwithstanding."""
     from ..train import distillation_loss, fit, teacher_columns
 
     check_number("distill_tau", tau, low=0.0, strict=True)

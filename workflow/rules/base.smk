@@ -31,10 +31,10 @@ rule prepare:
         model=model_files(BASE_DIR),
         data=lambda w: dataset_inputs(dataset_of(w)),
     output:
-        layer_heads=f"{BASE_DIR}/layer_heads.safetensors",
-        embed_scores=f"{BASE_DIR}/embed_scores.safetensors",
+        prepared_files("{base}"),
     params:
-        args=lambda w: ["prepare", "--model", BASE_DIR.format(**w), "--data", data_spec(w)],
+        runs=lambda w: [["prepare", "--model", BASE_DIR.format(**w), "--data", data_spec(w), "--seed", seed]
+                        for seed in P["seeds"]],
         options=PREPARE_OPTIONS,
     log:
         f"{LOGS}/prepare/{{base}}.log",
@@ -59,7 +59,8 @@ rule base_eval:
     output:
         json=f"{RESULTS}/base_eval/{{base}}/{{subtask}}.json",
     params:
-        args=lambda w: ["eval", "--model", BASE_DIR.format(**w), "--data", data_spec(w), "--classes", class_list(w)]
+        args=lambda w: ["eval", "--model", BASE_DIR.format(**w), "--data", data_spec(w), "--classes", class_list(w),
+                        "--per-image"]  # per-image correctness: the ledger's paired comparisons with the base
         + eval_args(),
     log:
         f"{LOGS}/base_eval/{{base}}/{{subtask}}.log",

@@ -110,8 +110,9 @@ def model_files(directory):
 
 
 def prepared_files(base):
-    """The per-base caches `nuwa prepare` adds to a base directory (reused by every sub-task)."""
-    return [f"{MODELS}/bases/{base}/{f}" for f in ("layer_heads.safetensors", "embed_scores.safetensors")]
+    """The per-base caches `nuwa prepare` adds to a base directory (reused by every sub-task), one
+    pair per seed of the profile: a seed's derivations use the fit/validation split of that seed."""
+    return [f"{MODELS}/bases/{base}/{cache_file(f, seed)}" for seed in P["seeds"] for f in CACHE_FILES]
 
 
 def dataset_inputs(dataset):
@@ -175,7 +176,7 @@ import importlib.util
 
 if importlib.util.find_spec("nuwa") is None:  # not installed: the repository's copy (pure Python)
     sys.path.insert(0, str(Path(workflow.basedir).parent))
-from nuwa.options import CACHE_KEYS, SPLIT_KEYS
+from nuwa.options import CACHE_FILES, CACHE_KEYS, METHOD_NAMES, SPLIT_KEYS, cache_file
 
 DERIVE = P["derive"]
 
@@ -186,6 +187,23 @@ def pick(options, keys):
 
 PREPARE_OPTIONS = pick(DERIVE, CACHE_KEYS)
 DERIVE_OPTIONS = dict(DERIVE)
+VARIANTS = config.get("method_variants", {})
+for _i, _m in enumerate(P["methods"]):
+    if _m not in METHOD_NAMES and _m not in VARIANTS:
+        raise WorkflowError(f"params.yaml: profiles.{PROFILE}.methods[{_i}]: {_m!r} is not one of "
+                            f"{', '.join(METHOD_NAMES)} nor a name of method_variants ({', '.join(VARIANTS) or 'none'})")
+
+
+def library_method(method):
+    """What `nuwa derive --method` a {method} wildcard value runs."""
+    return VARIANTS[method]["method"] if method in VARIANTS else method
+
+
+def method_options(method):
+    """The derive options of a {method} wildcard value: the profile's, then its variant's."""
+    return dict(DERIVE_OPTIONS, **VARIANTS.get(method, {}).get("derive", {}))
+
+
 IMPORTANCE_OPTIONS = pick(DERIVE, CACHE_KEYS + ("rho_depth", "rho_head", "prune_depth", "prune_heads",
                                                 "score_samples"))
 FINETUNE_OPTIONS = dict(pick(DERIVE, SPLIT_KEYS),
@@ -271,7 +289,7 @@ def run_dir(w, alpha, stage):
 
 def derive_args(w, alpha):
     return ["derive", "--model", BASE_DIR.format(**w), "--data", data_spec(w), "--classes", class_list(w),
-            "--rate", alpha, "--metric", P["metric"], "--method", w.method, "--recovery", "none",
+            "--rate", alpha, "--metric", P["metric"], "--method", library_method(w.method), "--recovery", "none",
             "--seed", w.seed, "--out", run_dir(w, alpha, "pruned")]
 
 
@@ -315,10 +333,12 @@ def report_targets():
 
 
 def claims_inputs(wildcards=None):
-    """What the claims ledger checks: Table 3, the ablation numbers, the interpretation tables."""
+    """What the claims ledger checks: Table 3, the ablation numbers and tables (their per-image rows
+    are bootstrapped; A_TABLES: ablation_common.smk), the interpretation tables."""
     return dict(table3=f"{TABLES}/table3_long.parquet", ablations=f"{RESULTS}/ablations.json",
                 neurons=f"{TABLES}/table2_neuron_class_spread.parquet",
-                fig2=f"{TABLES}/fig2_task_specific_finetuning.parquet", fig8=f"{TABLES}/fig8_attention_rollout.parquet")
+                fig2=f"{TABLES}/fig2_task_specific_finetuning.parquet", fig8=f"{TABLES}/fig8_attention_rollout.parquet",
+                **{f"ablation_{t}": f"{TABLES}/{t}.parquet" for t in A_TABLES})
 
 
 def all_targets():

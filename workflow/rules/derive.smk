@@ -14,7 +14,7 @@ rule derive:
         sweep(model_files(f"{DERIVED}/pruned")),
     params:
         runs=lambda w: [derive_args(w, a) for a in ALPHAS],
-        options=DERIVE_OPTIONS,
+        options=lambda w: method_options(w.method),
     log:
         f"{LOGS}/derive/{SWEEP}.log",
     benchmark:

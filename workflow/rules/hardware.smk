@@ -36,6 +36,51 @@ rule hw_bench:
         "../scripts/hw_bench.py"
 
 
+rule pareto_latency:
+    """Batch-1 latency (torch, every core) of every method's edge ViTs of the benchmarked sub-tasks,
+    for the Pareto figure: depth pruning's advantage is latency, which FLOPs do not show."""
+    input:
+        lambda w: [f for _, d in pareto_models(w.base) for f in model_files(d)],
+    output:
+        f"{RESULTS}/bench/pareto_{{base}}.parquet",
+    params:
+        models=lambda w: pareto_models(w.base),
+        bench=dict(BENCH_TIMING, batch_sizes=[1], runtimes=["torch"]),
+    log:
+        f"{LOGS}/bench/pareto_{{base}}.log",
+    benchmark:
+        f"{BENCH}/bench/pareto_{{base}}.tsv"
+    threads: workflow.cores
+    resources:
+        **rule_resources("hw_bench"),
+    conda:
+        "../envs/nuwa.yaml"
+    script:
+        "../scripts/hw_bench.py"
+
+
+rule pareto_figure:
+    """Per sub-task: test top-1 against achieved FLOPs and against measured batch-1 latency, for
+    every method (the base as the reference point)."""
+    input:
+        bench=f"{RESULTS}/bench/pareto_{{base}}.parquet",
+        table3=f"{TABLES}/table3_long.parquet",
+    output:
+        report(f"{RESULTS}/figures/fig_pareto_{{base}}.png", caption="../report/fig_pareto.rst", category="Figures",
+               labels={"figure": "Pareto: top-1 vs cost", "base": "{base}"}),
+    log:
+        f"{LOGS}/pareto_figure_{{base}}.log",
+    benchmark:
+        f"{BENCH}/pareto_figure_{{base}}.tsv"
+    threads: res("table4", "threads")
+    resources:
+        **rule_resources("table4"),
+    conda:
+        "../envs/nuwa.yaml"
+    script:
+        "../scripts/pareto_figure.py"
+
+
 rule table4:
     """Paper Table 4 in miniature: latency and speedup of the NuWa edge ViTs over their base per
     runtime, batch size and alpha, against the FLOPs bound, with their top-1 gain over the base;

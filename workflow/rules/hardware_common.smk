@@ -17,6 +17,21 @@ def bench_models(base):
     return [(dict(base=base, subtask=None, alpha=None), BASE_DIR.format(base=base))] + edges
 
 
+def pareto_models(base):
+    """(labels, model directory) of the Pareto timings: the base, then every method's fine-tuned
+    edge ViT of every benchmarked sub-task and alpha (first seed)."""
+    seed = P["seeds"][0]
+    wanted = set(bench_subtasks(base))
+    edges = []
+    for run in runs(base):
+        _, subtask, method, tail = run.split("/")
+        alpha, run_seed = tail[1:].split("-s")
+        if subtask in wanted and run_seed == str(seed):
+            edges.append((dict(base=base, subtask=subtask, method=method, alpha=float(alpha)),
+                          f"{MODELS}/derived/{run}/finetuned"))
+    return [(dict(base=base, subtask=None, method=None, alpha=None), BASE_DIR.format(base=base))] + edges
+
+
 # How to time (runtimes, batch sizes, repeats, device): what every timing rule reads; the checks'
 # own sections are theirs, so changing one reruns only its rule.
 BENCH_TIMING = {k: v for k, v in P["bench"].items() if k not in ("bases", "subtasks", "rounding", "latency")}
@@ -30,13 +45,14 @@ def bench_targets():
     checks = [f for b in BENCH_BASES for f in
               (table_files(f"rounding_{b}") if "rounding" in P["bench"] else [])
               + (table_files(f"latency_budget_{b}") if "latency" in P["bench"] else [])]
-    return [f"{RESULTS}/bench/{b}.parquet" for b in BENCH_BASES] + checks
+    return [f"{RESULTS}/bench/{b}.parquet" for b in BENCH_BASES] + [
+        f"{RESULTS}/bench/pareto_{b}.parquet" for b in BENCH_BASES] + checks
 
 
 def table4_targets():
     """Table 4 and the speedup figures (built with the other tables: the DVC stage `report`)."""
-    return table_files("table4") + [f"{RESULTS}/figures/fig_speedup_vs_flops_{b}.png" for b in BENCH_BASES] \
-        if bench_targets() else []
+    return table_files("table4") + [f"{RESULTS}/figures/{f}_{b}.png" for b in BENCH_BASES
+                                     for f in ("fig_speedup_vs_flops", "fig_pareto")] if bench_targets() else []
 
 
 def hardware_targets():

@@ -23,7 +23,7 @@ run_nuwa([["derive", "--model", p.base_dir, "--data", p.spec, "--classes", ",".j
            *(["--limit", ft["limit"]] if ft.get("limit") is not None else []), "--out", finetuned]],
          sm.log[0], options=p.options)
 d, f = read_json(Path(pruned) / "report.json"), read_json(Path(finetuned) / "report.json")
-kw = dict(limit=ev.get("limit"), batch_size=ev.get("batch_size", 256))
+kw = dict(limit=ev.get("limit"), batch_size=ev.get("batch_size", 256), per_image=True)
 before, after = evaluate_dir(pruned, p.spec, **kw), evaluate_dir(finetuned, p.spec, **kw)
 a = d["options"]["adaptive"]  # what the derivation ran with
 write_json(sm.output.json, dict(

@@ -42,7 +42,7 @@ limit = cfg.get("eval_limit")
 
 
 def top1(model):
-    return evaluate(model, test, limit=limit, batch_size=cfg.get("batch_size", 256), desc=None)
+    return evaluate(model, test, limit=limit, batch_size=cfg.get("batch_size", 256), desc=None, per_image=True)
 
 
 rows = sweep(sliced, dims=cfg["dims"], rates=cfg["rates"], scores=scores, evaluate=top1, desc="sweep")

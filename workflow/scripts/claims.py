@@ -5,7 +5,7 @@ import pandas as pd
 
 sm = snakemake  # noqa: F821
 sys.path.insert(0, sm.scriptdir)
-from _common import read_json, start  # noqa: E402
+from _common import start  # noqa: E402
 
 log = start(sm, "claims")
 from nuwa.atomic import atomic_file  # noqa: E402
@@ -13,8 +13,11 @@ from nuwa.paper.claims import ablation_claims, fig2_claim, fig8_claim, ledger, n
 from nuwa.paper.tables import write_table  # noqa: E402
 
 i = sm.input
+# The ablation tables by their short names (table1, fig12, table5, table6, fig7).
+ablation_tables = {k[len("ablation_"):].split("_")[0]: pd.read_parquet(v) for k, v in i.items()
+                   if k.startswith("ablation_")}
 claims = ledger(pd.read_parquet(i.table3), extra=[
-    lambda: ablation_claims(read_json(i.ablations)),
+    lambda: ablation_claims(ablation_tables),
     lambda: [neuron_claim(pd.read_parquet(i.neurons)), fig2_claim(pd.read_parquet(i.fig2)),
              fig8_claim(pd.read_parquet(i.fig8))],
 ])
@@ -22,4 +25,4 @@ with atomic_file(sm.output.md) as f:
     f.write(to_markdown(claims, title=f"Claims ledger ({sm.params.profile} profile)"))
 write_table(to_frame(claims), sm.output.csv)
 for c in claims:
-    log.info("%s: %s (%s)", c.id, c.holds, c.measured)
+    log.info("%s: %s (%s)", c.id, c.verdict, c.measured)

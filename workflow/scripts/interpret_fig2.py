@@ -42,14 +42,17 @@ for size, classes in subsets.items():
     original = SubsetDataset(test, keep)  # labels stay the bases' class indices (sliced evaluation)
     common = dict(size=size, classes=",".join(map(str, classes)), class_names=", ".join(names[c] for c in classes))
     for label, model, path in ((SMALL, small, small_dir), (LARGE, large, large_dir)):
-        e = evaluate(model, original, classes=classes, limit=limit, desc=f"{label} k={size}")
-        rows.append(dict(common, model=label, dir=path, params=count_params(model), top1=e["top1"], n=e["n"]))
+        e = evaluate(model, original, classes=classes, limit=limit, desc=f"{label} k={size}", per_image=True)
+        rows.append(dict(common, model=label, dir=path, params=count_params(model), top1=e["top1"], n=e["n"],
+                         correct=e["correct"]))
     tuned = prune_classifier(nuwa.load(small_dir), classes)
     fit(tuned, class_subset(train, classes), epochs=ft["epochs"], lr=ft["lr"],
         weight_decay=ft["weight_decay"], batch_size=ft["batch_size"], seed=o["seed"], limit=ft.get("limit"),
         desc=f"fine-tune k={size}")
-    e = evaluate(tuned, class_subset(test, classes), limit=limit, desc=f"fine-tuned k={size}")
-    rows.append(dict(common, model=TUNED, dir="", params=count_params(tuned), top1=e["top1"], n=e["n"]))
+    # class_subset keeps the test order of `keep` above: the per-image vectors of the three models align
+    e = evaluate(tuned, class_subset(test, classes), limit=limit, desc=f"fine-tuned k={size}", per_image=True)
+    rows.append(dict(common, model=TUNED, dir="", params=count_params(tuned), top1=e["top1"], n=e["n"],
+                     correct=e["correct"]))
     log.info("k=%d classes %s: %s", size, classes, [f"{r['model']} {r['top1']:.4f}" for r in rows[-3:]])
 table = pd.DataFrame(rows)
 write_table(table, sm.output.csv, sm.output.md, sm.output.parquet,

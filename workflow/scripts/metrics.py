@@ -12,7 +12,7 @@ from nuwa.evaluate import evaluate_dir  # noqa: E402
 from nuwa.paper.records import derivation_record  # noqa: E402
 
 ev = dict(sm.params.eval)
-kw = dict(batch_size=ev.get("batch_size", 256), limit=ev.get("limit"))
+kw = dict(batch_size=ev.get("batch_size", 256), limit=ev.get("limit"), per_image=True)
 w = sm.wildcards
 k = len(sm.input.pruned) // len(sm.params.alphas)  # files per model directory
 for i, alpha in enumerate(sm.params.alphas):
@@ -29,7 +29,9 @@ for i, alpha in enumerate(sm.params.alphas):
         rate_achieved_params=d["rate_achieved_params"], rate_achieved_flops=d["rate_achieved_flops"],
         finetune_epochs=f["finetune_epochs"], derive_phase_seconds=d["seconds"],
         finetune_reused_from=f.get("reused_from"), passes=(d.get("details") or {}).get("passes"),
-        eval_pruned=before, eval_finetuned=after,
+        # the per-image vectors are in the record already (test_correct_*): not twice
+        eval_pruned={k: v for k, v in before.items() if k != "correct"},
+        eval_finetuned={k: v for k, v in after.items() if k != "correct"},
     )
     write_json(sm.output.json[i], out)
     log.info("alpha %s: top-1 %.4f -> %.4f after fine-tuning; rate %.3f", alpha, before["top1"], after["top1"],

@@ -1,6 +1,5 @@
 """Params/FLOPs of timm ViT shapes converted to EdgeViT, measured and by Eq. 7/8, vs published."""
 import logging
-import sys
 
 import pandas as pd
 import timm

@@ -7,7 +7,7 @@ sys.path.insert(0, sm.scriptdir)
 from _common import read_json, start, write_json  # noqa: E402
 
 log = start(sm, "table3")
-from nuwa.paper.table3 import BASE_FULL, BASE_SLICED, derivation_cost, table3_by_method, table3_long  # noqa: E402
+from nuwa.paper.table3 import derivation_cost, headline, table3_by_method, table3_long  # noqa: E402
 from nuwa.paper.tables import write_table  # noqa: E402
 
 metrics = [read_json(p) for p in sm.input.metrics]
@@ -23,15 +23,6 @@ write_table(table3_by_method(long), sm.output.csv, sm.output.md, sm.output.parqu
 write_table(derivation_cost(long), sm.output.cost_csv, sm.output.cost_md, sm.output.cost_parquet,
             title="Derivation cost per method: pruning only (recovery apart), mean over derivations")
 
-derived = long[~long.method.isin((BASE_FULL, BASE_SLICED))]
-summary = dict(n_models=int(len(derived)), metric=metric)
-for method, g in derived.groupby("method"):
-    summary[method] = {f"top1_alpha_{a:g}": round(float(x), 4) for a, x in g.groupby("alpha")["top1"].mean().items()}
-    summary[method]["top1_mean"] = round(float(g["top1"].mean()), 4)
-    summary[method]["top1_before_finetune_mean"] = round(float(g["top1_before_finetune"].mean()), 4)
-    summary[method]["rate_achieved_mean"] = round(float(g["rate_achieved"].mean()), 4)
-    summary[method]["derive_seconds_mean"] = round(float(g["derive_seconds"].mean()), 3)
-summary["base"] = {"top1_full_mean": round(float(long[long.method == BASE_FULL].top1.mean()), 4),
-                   "top1_sliced_mean": round(float(long[long.method == BASE_SLICED].top1.mean()), 4)}
+summary = dict(headline(long), metric=metric)  # methods compared on the sub-tasks they all ran on
 write_json(sm.output.summary, summary)
-log.info("%d derivations; summary %s", len(derived), summary)
+log.info("%d derivations; summary %s", summary["n_models"], summary)

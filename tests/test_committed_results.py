@@ -1,0 +1,38 @@
+"""The committed results of the default profile (results/default/) keep the promises the code
+makes: every NuWa derivation lands in its rate's band, the headline compares methods on the
+sub-tasks they share, and the ledger's verdicts follow from the intervals it prints."""
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from nuwa.options import RATE_TOLERANCE
+from nuwa.paper.stats import CONTRADICTED, HOLDS, INCONCLUSIVE, NOT_MEASURED
+
+RESULTS = Path(__file__).resolve().parents[1] / "results/default"
+
+
+def test_every_nuwa_derivation_lands_in_the_requested_rate_band():
+    long = pd.read_parquet(RESULTS / "tables/table3_long.parquet")
+    nuwa = long[long.method == "nuwa"]
+    assert len(nuwa) == 16  # 4 sub-tasks x 4 alphas
+    off = nuwa[(nuwa.rate_achieved < nuwa.alpha - 1e-9) | (nuwa.rate_achieved > nuwa.alpha + RATE_TOLERANCE + 1e-9)]
+    assert off.empty, off[["subtask", "alpha", "rate_achieved"]]
+
+
+def test_the_headline_compares_methods_on_the_subtasks_every_method_ran_on():
+    long = pd.read_parquet(RESULTS / "tables/table3_long.parquet")
+    derived = long[~long.method.str.startswith("base")]
+    shared = set.intersection(*(set(g.base + "/" + g.subtask) for _, g in derived.groupby("method")))
+    headline = json.loads((RESULTS / "metrics.json").read_text())
+    assert set(headline["subtasks"]) == shared and shared
+    assert headline["n_models"] == len(derived)
+
+
+def test_every_verdict_follows_from_the_interval_it_prints():
+    claims = pd.read_csv(RESULTS / "claims.csv")
+    assert set(claims.verdict) <= {HOLDS, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED}
+    decided = claims[claims.verdict.isin([HOLDS, CONTRADICTED])]
+    assert ((decided.ci_low > 0) | (decided.ci_high < 0)).all()  # a decided claim's interval excludes 0
+    open_ = claims[(claims.verdict == INCONCLUSIVE) & claims.ci_low.notna()]
+    assert ((open_.ci_low <= 0) & (open_.ci_high >= 0)).all()  # an undecided one's does not

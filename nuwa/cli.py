@@ -74,7 +74,8 @@ def add_option_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> N
     group = parser.add_argument_group("derive options (nuwa.options.DeriveOptions)")
     for name in names:
         f = flagged[name]
-        group.add_argument(f"--{name.replace('_', '-')}", type=_FLAG_TYPES[f.type.split("[")[0].split(" |")[0]],
+        kind = f.type.split("[")[0].split(" |")[0]
+        group.add_argument(f"--{name.replace('_', '-')}", type=_nonneg_int if f.metadata["seed"] else _FLAG_TYPES[kind],
                            choices=f.metadata["choices"], help=f.metadata["help"])
     parser.set_defaults(option_flags=tuple(names))
 

@@ -55,10 +55,11 @@ WORKFLOW_ELSEWHERE = {
 }
 
 
-def _flagged(default: Any, *, help: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
+def _flagged(default: Any, *, help: str | None = None, choices: tuple[str, ...] | None = None,
+             seed: bool = False) -> Any:
     """A field with a CLI flag --NAME-WITH-DASHES (nuwa.cli.add_option_flags), typed by the
-    field's annotation: int a count >= 1, float a number, tuple a comma-separated list."""
-    return field(default=default, metadata=dict(flag=True, help=help, choices=choices))
+    field's annotation: int a count >= 1 (a `seed`: >= 0), float a number, tuple a comma-separated list."""
+    return field(default=default, metadata=dict(flag=True, help=help, choices=choices, seed=seed))
 
 
 @dataclass
@@ -107,7 +108,8 @@ class DeriveOptions:
     val_fraction: float = _flagged(0.1)
     # The fit/validation split of the base's training data. None: the run's seed (`--seed`), so
     # seeds differ in their split too; the per-base caches are kept per split (nuwa.base).
-    split_seed: int | None = _flagged(None, help="seed of the fit/validation split (default: the run's --seed)")
+    split_seed: int | None = _flagged(None, help="seed of the fit/validation split (default: the run's --seed)",
+                                      seed=True)
     batch_size: int = _flagged(64)  # scoring and fine-tuning batch
     finetune_lr: float = 1e-4
     weight_decay: float = 0.05

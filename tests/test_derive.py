@@ -176,6 +176,8 @@ BAD = [
     (["--rate", "0.5", "--subtask", "H9"], "H9"),
     (["--rate", "0.5", "--metric", "macs"], "macs"),
     (["--rate", "0.5", "--method", "magic"], "magic"),
+    (["--rate", "0.5", "--depth-policy", "fast"], "'fast'"),
+    (["--rate", "0.5", "--split-seed", "-1"], "'-1' must be >= 0"),
     (["--rate", "0.5", "--recovery", "prayer"], "prayer"),
     (["--rate", "0.5", "--finetune-epochs", "-1"], "-1"),
     (["--latency-ms", "0"], "latency budget 0.0"),
@@ -281,3 +283,31 @@ def _options_file(tmp_path):
 def test_finetune_refuses_a_base_model(base_dir, npz, tmp_path, capfd):
     code, _, err = _main(capfd, "finetune", "--model", base_dir, "--data", npz, "--out", tmp_path / "x")
     assert code == 2 and "base model" in err and not (tmp_path / "x").exists()
+
+
+class _AtMostLayers:
+    """A budget only models of at most `depth` layers meet, whatever their widths (as a latency
+    budget of a model whose time goes to per-layer overhead can be)."""
+
+    rate, metric, latency_ms = None, None, 1.0
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+
+    def __call__(self, config, build) -> bool:
+        return config.depth <= self.depth
+
+
+def test_the_budget_policy_steps_depth_back_when_the_widths_cannot_reach_the_budget(base_dir, npz):
+    from nuwa.base import load_base
+    from nuwa.derivation import PhaseTimer
+    from nuwa.methods.nuwa import derive_nuwa
+    from nuwa.task import open_subtask
+
+    opts = DeriveOptions(rho_depth=0.5, **FAST).for_seed(0)
+    base, where = load_base(base_dir)
+    task = open_subtask(npz, base, [0, 2, 4], opts=opts)
+    # The rule keeps 1 layer; the budget policy brings layers back while the cut model fits
+    # (<= 2 layers), so it proposes 3, which no width can bring within the budget.
+    pruned, info = derive_nuwa(base, where, task, _AtMostLayers(2), opts, PhaseTimer(), 0)
+    assert info["depth_rule"] == 1 and info["depth_fallback"] == [3] and pruned.config.depth == 2

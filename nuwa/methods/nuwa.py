@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import layer_classifiers as lc
 from ..base import base_embed_scores, base_layer_heads
+from ..errors import NuwaError
 from ..importance import GroupScores, Taylor
 from ..model import EdgeViT
 from ..options import DeriveOptions
@@ -44,11 +45,12 @@ def cut_depth(sliced: EdgeViT, keep: int, heads: list[dict], classes: list[int])
 
 
 def one_shot(base: EdgeViT, base_dir: Path | None, task: SubTask, opts: DeriveOptions,
-             timer=None, budget=None) -> tuple[EdgeViT, dict]:
+             timer=None, budget=None, max_keep: int | None = None) -> tuple[EdgeViT, dict]:
     """NuWa's one-shot stage: slice the classifier to the sub-task, then drop layers from the top
     by the depth rule (rho_depth on the sliced per-layer classifiers' validation top-1). Under
     the budget policy with a `budget` (derivation.Budget), layers the rule drops come back while
-    the cut model alone would be within the budget; without a budget the rule alone decides."""
+    the cut model alone would be within the budget (never more than `max_keep`); without a budget
+    the rule alone decides."""
     timer = timer or _untimed
     info: dict[str, Any] = {}
     with timer("classifier"):
@@ -63,6 +65,7 @@ def one_shot(base: EdgeViT, base_dir: Path | None, task: SubTask, opts: DeriveOp
 
                 keep = lc.budget_depth(keep, base.config.depth,
                                        lambda k: _fits(budget, cut_depth(sliced, k, heads, task.classes)))
+                keep = keep if max_keep is None else max(info["depth_rule"], min(keep, max_keep))
             model = cut_depth(model, keep, heads, task.classes)
         info["depth"] = model.config.depth
         if budget is not None and budget.rate is not None:
@@ -95,7 +98,27 @@ def _untimed(phase: str):
 
 def derive_nuwa(base: EdgeViT, base_dir: Path | None, task: SubTask, budget, opts: DeriveOptions,
                 timer, seed: int) -> tuple[EdgeViT, dict]:
+    """NuWa. Under the budget policy, if the adaptive stage cannot reach the budget from the depth
+    chosen (a latency budget of a model whose time goes to its layers' overhead, say), the depth
+    steps back one layer at a time towards the rule's choice; the report says so (depth_fallback)."""
     model, info = one_shot(base, base_dir, task, opts, timer, budget)
+    tried = []
+    while True:
+        try:
+            pruned, out = _widths(model, info, base, base_dir, task, budget, opts, timer, seed)
+            return pruned, dict(out, depth_fallback=tried) if tried else out
+        except NuwaError as e:
+            if "unreachable" not in str(e) or "depth_rule" not in info or info["depth"] <= info["depth_rule"] \
+                    or opts.depth_policy != "budget":
+                raise
+            tried.append(info["depth"])
+            model, info = one_shot(base, base_dir, task, opts, timer, budget, max_keep=info["depth"] - 1)
+
+
+def _widths(model: EdgeViT, info: dict, base: EdgeViT, base_dir: Path | None, task: SubTask, budget,
+            opts: DeriveOptions, timer, seed: int) -> tuple[EdgeViT, dict]:
+    """Heads, then the adaptive stage, on the one-shot model."""
+    info = dict(info)
     passes = 0
     with timer("importance"):
         batches = task.batches(task.fit, opts.score_samples, seed=seed, batch_size=opts.batch_size,

@@ -119,6 +119,9 @@ CASES = [
     ("export: truncated weights", ["export", "--model", "{model_truncated}", "--onnx", "{out}/m.onnx"], "model.safetensors"),
     ("finetune: negative epochs", ["finetune", "--model", "{model}", "--data", "npz:{good_npz}", "--epochs", "-2"], "-2"),
     ("prepare: missing model", ["prepare", "--model", "/nonexistent/model", "--data", "npz:{good_npz}"], "/nonexistent/model"),
+    ("prepare: negative seed", ["prepare", "--model", "{model}", "--data", "npz:{good_npz}", "--seed", "-1"], "--seed -1"),
+    ("eval: per-image of an ONNX file", ["eval", "--onnx", "{out}/m.onnx", "--data", "npz:{good_npz}", "--per-image"],
+     "--per-image"),
 ]
 
 

@@ -129,9 +129,9 @@ def _widths(model: EdgeViT, info: dict, base: EdgeViT, base_dir: Path | None, ta
         keep_heads = select_heads(scores.heads, opts.rho_head) if opts.prune_heads else \
             [list(range(l.num_heads)) for l in model.config.layers]
         if opts.depth_policy == "budget" and opts.prune_heads:
+            info["heads_rule"] = sum(map(len, keep_heads))
             keep_heads = restore_heads(keep_heads, scores.heads,
                                        lambda keep: _fits(budget, prune_heads(model, keep)))
-            info["heads_rule"] = sum(map(len, select_heads(scores.heads, opts.rho_head)))
         model = prune_heads(model, keep_heads)
         scores = _slice_scores(scores, keep_heads)
         info["heads_kept"] = keep_heads

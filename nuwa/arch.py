@@ -19,6 +19,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+POOLS = ("token", "avg")
+
+
 @dataclass
 class LayerConfig:
     """Sizes of one transformer block."""
@@ -53,6 +56,12 @@ class EdgeViTConfig:
     `classes` maps output logits to the base model's class indices (None: identity),
     `class_names` names the outputs, `embed_index` records which base embedding dims were
     kept (provenance only; the forward pass never needs it).
+
+    The token and norm layout follows timm's `VisionTransformer` arguments of the same names;
+    the defaults are the original ViT/DeiT (a class token, position embedding on every token,
+    no extra norms) and are left out of `to_dict`, so configs written before these fields
+    existed read and write the same bytes. Prefix tokens come in the order class, distillation,
+    registers, then the patches.
     """
 
     layers: list[LayerConfig]
@@ -70,6 +79,16 @@ class EdgeViTConfig:
     class_names: list[str] | None = None
     embed_index: list[int] | None = None
     source: dict[str, Any] = field(default_factory=dict)
+    # ---- model family (timm names); defaults: the plain class-token ViT ----
+    class_token: bool = True
+    dist_token: bool = False  # DeiT's distillation token
+    head_dist: bool = False  # its classifier: logits = (head(cls) + head_dist(dist)) / 2
+    reg_tokens: int = 0  # registers (DINOv2-reg): attended to, never read out
+    no_embed_class: bool = False  # position embedding on the patches only (DeiT-III, FlexiViT)
+    patch_bias: bool = True
+    patch_norm: bool = False  # LayerNorm on the patch embeddings
+    pre_norm: bool = False  # LayerNorm before the first block (CLIP)
+    global_pool: str = "token"  # "token" (class token) or "avg" (mean of the patch tokens)
 
     def __post_init__(self) -> None:
         self.layers = [l if isinstance(l, LayerConfig) else LayerConfig(**l) for l in self.layers]
@@ -93,9 +112,23 @@ class EdgeViTConfig:
         return gh * gw
 
     @property
+    def num_prefix_tokens(self) -> int:
+        """Class, distillation and register tokens, ahead of the patches."""
+        return int(self.class_token) + int(self.dist_token) + self.reg_tokens
+
+    @property
     def num_tokens(self) -> int:
-        """Patches plus the class token: the paper's N."""
-        return self.num_patches + 1
+        """Tokens the blocks see, patches plus prefix tokens: the paper's N."""
+        return self.num_patches + self.num_prefix_tokens
+
+    @property
+    def pos_embed_len(self) -> int:
+        return self.num_patches if self.no_embed_class else self.num_tokens
+
+    @property
+    def num_heads_out(self) -> int:
+        """Classifiers whose logits are averaged: 2 with a distillation head."""
+        return 1 + int(self.head_dist)
 
     # ---- constructors ----------------------------------------------------------------
     @classmethod
@@ -153,6 +186,7 @@ class EdgeViTConfig:
                 )
             if len(set(self.classes)) != len(self.classes) or any(c < 0 for c in self.classes):
                 raise NuwaError(f"config: classes={self.classes} must be distinct non-negative indices")
+        self._validate_family()
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise NuwaError(
                 f"config: class_names has {len(self.class_names)} entries but num_classes={self.num_classes}"
@@ -166,11 +200,36 @@ class EdgeViTConfig:
                 raise NuwaError("config: embed_index must hold distinct non-negative indices")
         return self
 
+    def _validate_family(self) -> None:
+        for name in FAMILY_FIELDS:
+            value, default = getattr(self, name), FAMILY_FIELDS[name]
+            if type(value) is not type(default):
+                raise NuwaError(f"config: {name}={value!r} must be a {type(default).__name__}")
+        if self.reg_tokens < 0:
+            raise NuwaError(f"config: reg_tokens={self.reg_tokens} must be >= 0")
+        if self.global_pool not in POOLS:
+            raise NuwaError(f"config: global_pool={self.global_pool!r} must be one of {list(POOLS)}")
+        if self.global_pool == "token" and not self.class_token:
+            raise NuwaError("config: global_pool='token' needs class_token")
+        if self.dist_token and not self.class_token:
+            raise NuwaError("config: dist_token needs class_token")
+        if self.head_dist and not (self.dist_token and self.global_pool == "token"):
+            raise NuwaError("config: head_dist needs dist_token and global_pool='token'")
+
     # ---- serialisation -------------------------------------------------------------------
+    @property
+    def family(self) -> dict[str, Any]:
+        """The family fields that differ from the plain class-token ViT (empty for one)."""
+        return {n: getattr(self, n) for n, default in FAMILY_FIELDS.items() if getattr(self, n) != default}
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["img_size"] = list(self.img_size)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        # Defaults left out: a plain ViT's config.json keeps its bytes (and its DVC hash).
+        for name, default in FAMILY_FIELDS.items():
+            if d[name] == default and type(d[name]) is type(default):
+                del d[name]
         return d
 
     @classmethod
@@ -231,3 +290,11 @@ class EdgeViTConfig:
         d["layers"] = [asdict(l) for l in layers]
         d.update(changes)
         return EdgeViTConfig(**d)
+
+
+# The model-family fields and their defaults (the plain class-token ViT).
+FAMILY_FIELDS: dict[str, Any] = {
+    f.name: f.default for f in fields(EdgeViTConfig)
+    if f.name in ("class_token", "dist_token", "head_dist", "reg_tokens", "no_embed_class", "patch_bias",
+                  "patch_norm", "pre_norm", "global_pool")
+}

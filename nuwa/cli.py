@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=_positive_int, help="train on at most this many samples per epoch")
     s.add_argument("--no-augment", action="store_true",
                    help="no random shifts and horizontal flips (for data where a flip changes the class)")
+    s.add_argument("--probe-epochs", type=_nonneg_int, default=0,
+                   help="before any training epoch, fit only the classifier on the frozen model's features "
+                        "(a linear probe) for this many epochs")
+    s.add_argument("--probe-limit", type=_positive_int, help="samples whose features the probe is fitted on (default all)")
+    s.add_argument("--probe-lr", type=_number, default=1e-3)
     s.add_argument("--checkpoint", help="start from timm weights in this local file")
     s.add_argument("--pretrained", action="store_true", help="start from timm hub weights (needs a network)")
     s.add_argument("--out", required=True)

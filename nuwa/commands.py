@@ -79,6 +79,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         embed_dim=args.embed_dim, depth=args.depth, num_heads=args.num_heads, patch_size=args.patch_size,
         lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed,
         checkpoint=args.checkpoint, pretrained=args.pretrained, limit=args.limit, augment=not args.no_augment,
+        probe_epochs=args.probe_epochs, probe_limit=args.probe_limit, probe_lr=args.probe_lr,
     )
     print(json.dumps(dict(out=str(args.out), test_top1=report["test_top1"], params=report["params"])))
     return 0

@@ -20,7 +20,7 @@ def check_model_name(name: str) -> None:
     if not timm.is_model(name):
         raise NuwaError(f"unknown timm model name {name!r}")
     if not timm.models.is_model_in_modules(name, ["vision_transformer", "deit"]):
-        raise NuwaError(f"model {name!r} is not a plain timm VisionTransformer (ViT/DeiT with a class token)")
+        raise NuwaError(f"model {name!r} is not a plain timm VisionTransformer (from timm's ViT/DeiT modules)")
 
 
 def create_base(name: str, *, pretrained: bool = False, checkpoint: str | Path | None = None, **timm_kwargs: Any) -> nn.Module:
@@ -80,40 +80,99 @@ def _checkpoint_head_rows(path: Path) -> int | None:
 
 
 def check_convertible(model: nn.Module) -> None:
-    """Raise `NuwaError` unless `model` is a class-token timm ViT that `from_timm` reproduces exactly."""
-    from timm.layers import Mlp, PatchEmbed
-    from timm.layers.attention import Attention
-    from timm.models.vision_transformer import Block, VisionTransformer
+    """Raise `NuwaError` unless `model` is a timm ViT that `from_timm` reproduces exactly.
+
+    Supported: ViT/DeiT, DeiT distilled, DeiT-III/FlexiViT (no position embedding on the class
+    token), register tokens (DINOv2-reg), CLIP's pre-norm, average pooling with `fc_norm`, a
+    LayerNorm on the patch embedding, LayerScale (folded). Anything else is named and refused.
+    """
+    from timm.models.deit import VisionTransformerDistilled
+    from timm.models.vision_transformer import VisionTransformer
 
     name = type(model).__name__
-    if not isinstance(model, VisionTransformer) or type(model).__name__ != "VisionTransformer":
-        raise NuwaError(f"{name} is not a plain timm VisionTransformer (DeiT/ViT with a class token)")
+    if type(model) not in (VisionTransformer, VisionTransformerDistilled):
+        raise NuwaError(f"{name} is not a plain timm VisionTransformer (ViT, DeiT, DeiT-III, FlexiViT, DINOv2, CLIP)")
 
     def need(cond: bool, what: str) -> None:
         if not cond:
             raise NuwaError(f"unsupported timm ViT variant: {what}")
 
-    need(model.cls_token is not None and model.global_pool == "token", "needs a class token and global_pool='token'")
-    need(getattr(model, "reg_token", None) is None, "register tokens")
-    need(model.pos_embed is not None and not model.no_embed_class, "position embedding must cover the class token")
-    need(not model.dynamic_img_size, "dynamic_img_size")
-    need(isinstance(model.norm_pre, nn.Identity), "pre-norm (CLIP-style)")
-    need(isinstance(model.fc_norm, nn.Identity), "fc_norm")
-    need(getattr(model, "attn_pool", None) is None, "attention pooling")
-    need(isinstance(model.head, nn.Linear), "head must be a Linear classifier (num_classes > 0)")
-    need(isinstance(model.patch_embed, PatchEmbed) and isinstance(model.patch_embed.norm, nn.Identity),
-         "patch embedding with a norm")
-    need(isinstance(model.norm, nn.LayerNorm), "final norm must be LayerNorm")
+    distilled = isinstance(model, VisionTransformerDistilled)
+    eps = _final_norm(model).eps if _final_norm(model) is not None else None
+    _check_tokens(model, distilled, need)
+    _check_pooling(model, distilled, need)
+    need(_is_layernorm(model.norm_pre, eps) or isinstance(model.norm_pre, nn.Identity),
+         "pre-norm must be a LayerNorm with the blocks' eps")
+    _check_patch_embed(model.patch_embed, eps, need)
     for i, blk in enumerate(model.blocks):
-        need(type(blk) is Block, f"block {i} is {type(blk).__name__}, not timm Block")
-        a = blk.attn
-        need(type(a) is Attention, f"block {i} attention is {type(a).__name__}")
-        need(isinstance(a.q_norm, nn.Identity) and isinstance(a.k_norm, nn.Identity), f"block {i} qk-norm")
-        need(isinstance(a.norm, nn.Identity) and getattr(a, "gate", None) is None, f"block {i} attention norm/gate")
-        need(type(blk.mlp) is Mlp and isinstance(blk.mlp.norm, nn.Identity), f"block {i} MLP type")
-        need(type(blk.mlp.act) is nn.GELU and blk.mlp.act.approximate == "none", f"block {i} activation")
-        need(isinstance(blk.norm1, nn.LayerNorm) and isinstance(blk.norm2, nn.LayerNorm), f"block {i} norm type")
-        need(blk.norm1.eps == model.norm.eps, f"block {i} norm eps differs")
+        _check_block(i, blk, eps, need)
+
+
+def _final_norm(model: nn.Module) -> nn.Module | None:
+    """timm's final norm: `norm` before pooling or `fc_norm` after it (at most one is not Identity)."""
+    for m in (model.norm, model.fc_norm):
+        if not isinstance(m, nn.Identity):
+            return m
+    return None
+
+
+def _is_layernorm(m: nn.Module, eps: float | None) -> bool:
+    return (isinstance(m, nn.LayerNorm) and m.elementwise_affine and m.bias is not None
+            and len(m.normalized_shape) == 1 and m.eps == eps)
+
+
+def _check_tokens(model: nn.Module, distilled: bool, need) -> None:
+    need(not model.dynamic_img_size, "dynamic_img_size")
+    need(model.pos_embed is not None, "no position embedding (pos_embed='none')")
+    if distilled:  # timm's distilled ViT ignores register tokens and always embeds the class token
+        need(model.reg_token is None, "distilled with register tokens")
+        need(not model.no_embed_class, "distilled with no_embed_class")
+    prefix = model.num_prefix_tokens
+    expected = model.patch_embed.num_patches + (0 if model.no_embed_class else prefix)
+    need(model.pos_embed.shape[1] == expected, f"position embedding of {model.pos_embed.shape[1]} tokens")
+
+
+def _check_pooling(model: nn.Module, distilled: bool, need) -> None:
+    pool = model.global_pool
+    need(getattr(model, "attn_pool", None) is None, "attention pooling (global_pool='map')")
+    need(pool in ("token", "avg"), f"global_pool={pool!r} (only 'token' and 'avg')")
+    need(pool != "token" or model.cls_token is not None, "token pooling without a class token")
+    need(pool == "token" or not model.pool_include_prefix, "pool_include_prefix")
+    final = _final_norm(model)
+    need(final is not None, "no final norm (final_norm=False)")
+    # LayerNorm is per token: before pooling it commutes with taking the class token, not with a mean.
+    need(pool == "token" or isinstance(model.norm, nn.Identity),
+         "global_pool='avg' with the norm before pooling (fc_norm=False)")
+    need(_is_layernorm(final, final.eps), "final norm must be LayerNorm")
+    need(isinstance(model.head, nn.Linear), "head must be a Linear classifier (num_classes > 0)")
+    if distilled:
+        need(isinstance(model.head_dist, nn.Linear), "distillation head must be a Linear classifier")
+
+
+def _check_patch_embed(pe: nn.Module, eps: float | None, need) -> None:
+    from timm.layers import PatchEmbed
+
+    need(type(pe) is PatchEmbed, f"patch embedding {type(pe).__name__}")
+    need(pe.flatten and not pe.dynamic_img_pad, "patch embedding output format / dynamic padding")
+    need(pe.patch_size[0] == pe.patch_size[1], f"non-square patch size {tuple(pe.patch_size)}")
+    need(isinstance(pe.norm, nn.Identity) or _is_layernorm(pe.norm, eps),
+         f"patch embedding norm {type(pe.norm).__name__} (only LayerNorm with the blocks' eps)")
+
+
+def _check_block(i: int, blk: nn.Module, eps: float | None, need) -> None:
+    from timm.layers import Mlp
+    from timm.layers.attention import Attention
+    from timm.models.vision_transformer import Block
+
+    need(type(blk) is Block, f"block {i} is {type(blk).__name__}, not timm Block")
+    a = blk.attn
+    need(type(a) is Attention, f"block {i} attention is {type(a).__name__}")
+    need(isinstance(a.q_norm, nn.Identity) and isinstance(a.k_norm, nn.Identity), f"block {i} qk-norm")
+    need(isinstance(a.norm, nn.Identity) and getattr(a, "gate", None) is None, f"block {i} attention norm/gate")
+    need(type(blk.mlp) is Mlp and isinstance(blk.mlp.norm, nn.Identity), f"block {i} MLP type")
+    need(type(blk.mlp.act) is nn.GELU and blk.mlp.act.approximate == "none", f"block {i} activation")
+    need(isinstance(blk.norm1, nn.LayerNorm) and isinstance(blk.norm2, nn.LayerNorm), f"block {i} norm type")
+    need(_is_layernorm(blk.norm1, eps) and _is_layernorm(blk.norm2, eps), f"block {i} norm eps or affine differs")
 
 
 def _layer_scale(ls: nn.Module) -> torch.Tensor | None:
@@ -124,12 +183,24 @@ def _layer_scale(ls: nn.Module) -> torch.Tensor | None:
 def from_timm(model: nn.Module, *, class_names: list[str] | None = None) -> EdgeViT:
     """Convert a timm `VisionTransformer` into an `EdgeViT` computing the same function.
 
-    LayerScale (if present) is folded into the attention output and second MLP linear.
+    LayerScale (if present) is folded into the attention output and second MLP linear; timm's
+    final norm (`norm`, or `fc_norm` after average pooling) becomes `EdgeViT.norm`.
     """
     check_convertible(model)
+    edge = EdgeViT(_config_of(model, class_names))
+    _copy_embedding(model, edge)
+    for src, dst in zip(model.blocks, edge.blocks):
+        _copy_block(src, dst)
+    edge.norm.load_state_dict(_final_norm(model).state_dict())
+    edge.head.load_state_dict(model.head.state_dict())
+    if edge.head_dist is not None:
+        edge.head_dist.load_state_dict(model.head_dist.state_dict())
+    return edge.eval()
+
+
+def _config_of(model: nn.Module, class_names: list[str] | None) -> EdgeViTConfig:
     pe = model.patch_embed
     blocks = list(model.blocks)
-    d = model.embed_dim
     qkv_bias = blocks[0].attn.qkv.bias is not None if blocks else True
     proj_bias = blocks[0].attn.proj.bias is not None if blocks else True
     layers = [
@@ -142,30 +213,38 @@ def from_timm(model: nn.Module, *, class_names: list[str] | None = None) -> Edge
     mean, std = tuple(dcfg.get("mean", (0.485, 0.456, 0.406))), tuple(dcfg.get("std", (0.229, 0.224, 0.225)))
     if len(mean) != in_chans:
         mean, std = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
-    cfg = EdgeViTConfig(
-        layers=layers, embed_dim=d, img_size=tuple(pe.img_size), patch_size=pe.patch_size[0], in_chans=in_chans,
-        num_classes=model.num_classes, qkv_bias=qkv_bias, proj_bias=proj_bias, norm_eps=model.norm.eps,
-        mean=mean, std=std, class_names=class_names,
+    dist_token = getattr(model, "dist_token", None) is not None
+    return EdgeViTConfig(
+        layers=layers, embed_dim=model.embed_dim, img_size=tuple(pe.img_size), patch_size=pe.patch_size[0],
+        in_chans=in_chans, num_classes=model.num_classes, qkv_bias=qkv_bias, proj_bias=proj_bias,
+        norm_eps=_final_norm(model).eps, mean=mean, std=std, class_names=class_names,
         source=dict(timm_model=dcfg.get("architecture", type(model).__name__)),
+        class_token=model.cls_token is not None, dist_token=dist_token, head_dist=dist_token,
+        reg_tokens=model.reg_token.shape[1] if model.reg_token is not None else 0,
+        no_embed_class=bool(model.no_embed_class), patch_bias=pe.proj.bias is not None,
+        patch_norm=not isinstance(pe.norm, nn.Identity), pre_norm=not isinstance(model.norm_pre, nn.Identity),
+        global_pool=model.global_pool,
     )
-    if pe.patch_size[0] != pe.patch_size[1]:
-        raise NuwaError(f"non-square patch size {pe.patch_size} is not supported")
-    edge = EdgeViT(cfg)
-    edge.patch_embed.proj.load_state_dict(pe.proj.state_dict())
-    edge.cls_token.copy_(model.cls_token)
-    edge.pos_embed.copy_(model.pos_embed)
-    for src, dst in zip(blocks, edge.blocks):
-        dst.norm1.load_state_dict(src.norm1.state_dict())
-        dst.norm2.load_state_dict(src.norm2.state_dict())
-        dst.attn.qkv.load_state_dict(src.attn.qkv.state_dict())
-        dst.mlp.fc1.load_state_dict(src.mlp.fc1.state_dict())
-        for src_lin, dst_lin, ls in ((src.attn.proj, dst.attn.proj, src.ls1), (src.mlp.fc2, dst.mlp.fc2, src.ls2)):
-            dst_lin.load_state_dict(src_lin.state_dict())
-            gamma = _layer_scale(ls)
-            if gamma is not None:  # y = gamma * (W x + b)  ==  (gamma W) x + gamma b
-                dst_lin.weight.mul_(gamma[:, None])
-                if dst_lin.bias is not None:
-                    dst_lin.bias.mul_(gamma)
-    edge.norm.load_state_dict(model.norm.state_dict())
-    edge.head.load_state_dict(model.head.state_dict())
-    return edge.eval()
+
+
+def _copy_embedding(model: nn.Module, edge: EdgeViT) -> None:
+    # Same module and parameter names as timm's: copy every one the EdgeViT has.
+    edge.patch_embed.load_state_dict(model.patch_embed.state_dict())
+    edge.norm_pre.load_state_dict(model.norm_pre.state_dict())
+    for name in ("cls_token", "dist_token", "reg_token", "pos_embed"):
+        if getattr(edge, name) is not None:
+            getattr(edge, name).copy_(getattr(model, name))
+
+
+def _copy_block(src: nn.Module, dst: nn.Module) -> None:
+    dst.norm1.load_state_dict(src.norm1.state_dict())
+    dst.norm2.load_state_dict(src.norm2.state_dict())
+    dst.attn.qkv.load_state_dict(src.attn.qkv.state_dict())
+    dst.mlp.fc1.load_state_dict(src.mlp.fc1.state_dict())
+    for src_lin, dst_lin, ls in ((src.attn.proj, dst.attn.proj, src.ls1), (src.mlp.fc2, dst.mlp.fc2, src.ls2)):
+        dst_lin.load_state_dict(src_lin.state_dict())
+        gamma = _layer_scale(ls)
+        if gamma is not None:  # y = gamma * (W x + b)  ==  (gamma W) x + gamma b
+            dst_lin.weight.mul_(gamma[:, None])
+            if dst_lin.bias is not None:
+                dst_lin.bias.mul_(gamma)

@@ -11,11 +11,19 @@ What each function counts:
   MLP (e + d) per layer, the patch projection (d) and the classifier (C).
   ``count_params == params_eq7 + bias_params``.
 * `count_flops` -- matrix multiplies only: patch projection, qkv/proj/MLP linears, the two
-  attention products (N^2 q and N^2 v) and the classifier on the class token. Equals
-  `measure_flops` exactly. Biases, LayerNorm, softmax, GELU and residual adds are not counted.
+  attention products (N^2 q and N^2 v) and the classifier on the pooled token. Equals
+  `measure_flops` exactly. Biases, LayerNorm, softmax, GELU, pooling and residual adds are not
+  counted.
 * `flops_eq8` -- the paper's Eq. 8. It adds LayerNorm as 2Nd per block and d for the
   classifier norm: ``flops_eq8 == count_flops + 2*N*d*L + d``. Like `count_flops` it ignores
   softmax, GELU, biases and residual adds.
+
+Other timm families (see `EdgeViTConfig`): N counts every token the blocks see (class,
+distillation and register tokens, patches), the patch projection runs on the patches only,
+and the extra tensors are counted where the paper's forms count their plain-ViT kin: extra
+tokens with the class token, a distillation head with the classifier, the pre-norm and
+patch-embedding norms with the other LayerNorms (Eq. 8: Nd for the pre-norm, (N - prefix)d for
+the patch norm, d per classifier norm). For a plain ViT every form is the paper's.
 """
 from __future__ import annotations
 
@@ -36,9 +44,11 @@ def _config(x: EdgeViTConfig | nn.Module) -> EdgeViTConfig:
 
 def params_eq7(cfg: EdgeViTConfig) -> int:
     """Eq. 7: [c p^2 + N + 2 sum(q_l + v_l + e_l) + 4L + C + 3] d, with N tokens incl. class."""
-    d, p, N, L, C = cfg.embed_dim, cfg.patch_size, cfg.num_tokens, cfg.depth, cfg.num_classes
+    d, p, L, C = cfg.embed_dim, cfg.patch_size, cfg.depth, cfg.num_classes
     widths = sum(l.q_width + l.v_width + l.mlp_dim for l in cfg.layers)
-    return (cfg.in_chans * p * p + N + 2 * widths + 4 * L + C + 3) * d
+    # The plain ViT's "+ 3": the class token and the final norm's weight and bias.
+    extra = cfg.num_prefix_tokens + 2 + 2 * int(cfg.pre_norm) + 2 * int(cfg.patch_norm)
+    return (cfg.in_chans * p * p + cfg.pos_embed_len + 2 * widths + 4 * L + C * cfg.num_heads_out + extra) * d
 
 
 def bias_params(cfg: EdgeViTConfig) -> int:
@@ -48,7 +58,8 @@ def bias_params(cfg: EdgeViTConfig) -> int:
         (2 * l.q_width + l.v_width if cfg.qkv_bias else 0) + ((d + l.mlp_dim + d) if cfg.proj_bias else 0)
         for l in cfg.layers
     )
-    return per_layer + d + cfg.num_classes  # + patch projection bias + classifier bias
+    # + patch projection bias + classifier bias(es)
+    return per_layer + d * int(cfg.patch_bias) + cfg.num_classes * cfg.num_heads_out
 
 
 def count_params(x: EdgeViTConfig | nn.Module) -> int:
@@ -60,10 +71,12 @@ def count_params(x: EdgeViTConfig | nn.Module) -> int:
 
 def flops_eq8(cfg: EdgeViTConfig) -> int:
     """Eq. 8: [c(N-1)p^2 + 2LN + C + 1] d + (2Nd + N^2) sum(q_l+v_l) + 2Nd sum(e_l)."""
-    d, p, N, L, C = cfg.embed_dim, cfg.patch_size, cfg.num_tokens, cfg.depth, cfg.num_classes
+    d, p, N, P, L, C = cfg.embed_dim, cfg.patch_size, cfg.num_tokens, cfg.num_patches, cfg.depth, cfg.num_classes
     qv = sum(l.q_width + l.v_width for l in cfg.layers)
     e = sum(l.mlp_dim for l in cfg.layers)
-    return (cfg.in_chans * (N - 1) * p * p + 2 * L * N + C + 1) * d + (2 * N * d + N * N) * qv + 2 * N * d * e
+    heads = cfg.num_heads_out
+    norms = 2 * L * N + heads + N * int(cfg.pre_norm) + P * int(cfg.patch_norm)
+    return (cfg.in_chans * P * p * p + norms + C * heads) * d + (2 * N * d + N * N) * qv + 2 * N * d * e
 
 
 def count_flops(x: EdgeViTConfig | nn.Module) -> int:
@@ -77,7 +90,7 @@ def flops_of_sizes(cfg: EdgeViTConfig, d, layers):
     embed dim `d` and per layer (heads, qk per head, v per head, mlp width). Patch size, tokens,
     channels and classes come from `cfg`."""
     p, N = cfg.patch_size, cfg.num_tokens
-    total = cfg.in_chans * (N - 1) * p * p * d + cfg.num_classes * d
+    total = cfg.in_chans * cfg.num_patches * p * p * d + cfg.num_heads_out * cfg.num_classes * d
     for heads, dq, dv, e in layers:
         q, v = heads * dq, heads * dv
         total = total + N * d * (2 * q + v) + N * v * d  # qkv and output projections
@@ -89,7 +102,10 @@ def flops_of_sizes(cfg: EdgeViTConfig, d, layers):
 def params_of_sizes(cfg: EdgeViTConfig, d, layers):
     """`count_params` from (possibly soft) sizes, biases included as `cfg` says."""
     qb, pb = int(cfg.qkv_bias), int(cfg.proj_bias)
-    total = (cfg.in_chans * cfg.patch_size ** 2 + 1) * d + (1 + cfg.num_tokens) * d + 2 * d + (d + 1) * cfg.num_classes
+    total = (cfg.in_chans * cfg.patch_size ** 2 + int(cfg.patch_bias)) * d  # patch projection
+    total = total + (cfg.num_prefix_tokens + cfg.pos_embed_len) * d  # tokens and position embedding
+    total = total + 2 * d * (1 + int(cfg.pre_norm) + int(cfg.patch_norm))  # final, pre- and patch norms
+    total = total + (d + 1) * cfg.num_classes * cfg.num_heads_out
     for heads, dq, dv, e in layers:
         q, v = heads * dq, heads * dv
         total = total + (d + qb) * (2 * q + v) + (v + pb) * d + (d + pb) * e + (e + pb) * d + 4 * d

@@ -1,8 +1,12 @@
 """Per-layer (early-exit) classifiers for depth pruning, trained once per base model and cached.
 
-A classifier per layer l < L reads the class token after block l through its own LayerNorm
-and Linear, trained on all classes with the backbone frozen; layer L uses the base model's
-own final norm and head. A sub-task slices all of them to its classes (no retraining).
+A classifier per layer l < L reads the pooled token after block l (`EdgeViT.pool`: the class
+token, or the mean patch token of an average-pooled model) through its own LayerNorm and
+Linear, trained on all classes with the backbone frozen; layer L uses the base model's own
+final norm and head. A sub-task slices all of them to its classes (no retraining).
+
+A distilled model (DeiT's two heads) keeps both heads in its layer-L entry, but the per-layer
+accuracies read the class-token head alone: the features are the pooled (class) token.
 """
 from __future__ import annotations
 
@@ -25,10 +29,12 @@ from .model import EdgeViT
 
 FILE = "layer_heads.safetensors"
 KEYS = ("norm.weight", "norm.bias", "head.weight", "head.bias")
+DIST_KEYS = ("head_dist.weight", "head_dist.bias")  # a distilled model's final classifier only
 
 
 def final_head(model: EdgeViT) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if k.split(".")[0] in ("norm", "head")}
+    return {k: v.detach().clone() for k, v in model.state_dict().items()
+            if k.split(".")[0] in ("norm", "head", "head_dist")}
 
 
 def build(model: EdgeViT, features: list[torch.Tensor], labels: torch.Tensor, *, epochs: int = 30,
@@ -124,7 +130,7 @@ def train_linear_heads(
 
 def save(path: str | Path, heads: list[dict[str, torch.Tensor]], *, key: str, meta: dict) -> None:
     """`key` identifies what the heads were trained from (base weights, samples, epochs, split)."""
-    tensors = {f"{l}.{k}": h[k].contiguous() for l, h in enumerate(heads) for k in KEYS}
+    tensors = {f"{l}.{k}": h[k].contiguous() for l, h in enumerate(heads) for k in KEYS + DIST_KEYS if k in h}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"key": key, "meta": json.dumps(meta, sort_keys=True)})
 
@@ -145,7 +151,8 @@ def load(path: str | Path, *, key: str | None = None) -> list[dict[str, torch.Te
     if key is not None and meta.get("key") != key:
         return None
     depth = 1 + max(int(k.split(".")[0]) for k in tensors)
-    return [{k: tensors[f"{l}.{k}"] for k in KEYS} for l in range(depth)]
+    return [{**{k: tensors[f"{l}.{k}"] for k in KEYS},
+             **{k: tensors[f"{l}.{k}"] for k in DIST_KEYS if f"{l}.{k}" in tensors}} for l in range(depth)]
 
 
 def base_sha(model_dir: str | Path) -> str:

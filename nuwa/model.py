@@ -7,6 +7,8 @@ attention is ours, because timm's assumes query-key size == value size.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from timm.layers import Mlp, PatchEmbed
@@ -93,36 +95,44 @@ class EdgeBlock(nn.Module):
 
 
 class EdgeViT(nn.Module):
-    """Class-token ViT built from an `EdgeViTConfig`.
+    """ViT built from an `EdgeViTConfig`: timm's `VisionTransformer` (and DeiT's distilled one)
+    with per-layer sizes.
 
-    Classification reads the class token after the last block through `norm` + `head`; for
-    a depth-pruned model these are the chosen layer's early-exit classifier.
+    Classification pools the tokens after the last block (`pool`: the class token, or the mean
+    patch token) through `norm` + `head`; for a depth-pruned model these are the chosen layer's
+    early-exit classifier. `norm` sits after pooling, which equals timm's norm-then-pool for a
+    class token (LayerNorm is per token) and is timm's `fc_norm` for average pooling.
     """
 
     def __init__(self, config: EdgeViTConfig) -> None:
         super().__init__()
         config.validate()
         self.config = config
-        d = config.embed_dim
+        d, eps = config.embed_dim, config.norm_eps
         self.patch_embed = PatchEmbed(
             img_size=config.img_size, patch_size=config.patch_size, in_chans=config.in_chans, embed_dim=d,
-            bias=True,
+            bias=config.patch_bias, norm_layer=partial(nn.LayerNorm, eps=eps) if config.patch_norm else None,
         )
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
-        self.pos_embed = nn.Parameter(torch.zeros(1, config.num_tokens, d))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if config.class_token else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, d)) if config.dist_token else None
+        self.reg_token = nn.Parameter(torch.zeros(1, config.reg_tokens, d)) if config.reg_tokens else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, config.pos_embed_len, d))
+        self.norm_pre = nn.LayerNorm(d, eps=eps) if config.pre_norm else nn.Identity()
         self.blocks = nn.ModuleList(
-            EdgeBlock.from_config(d, layer, qkv_bias=config.qkv_bias, proj_bias=config.proj_bias,
-                                  norm_eps=config.norm_eps)
+            EdgeBlock.from_config(d, layer, qkv_bias=config.qkv_bias, proj_bias=config.proj_bias, norm_eps=eps)
             for layer in config.layers
         )
-        self.norm = nn.LayerNorm(d, eps=config.norm_eps)
+        self.norm = nn.LayerNorm(d, eps=eps)
         self.head = nn.Linear(d, config.num_classes)
+        self.head_dist = nn.Linear(d, config.num_classes) if config.head_dist else None
         self.init_weights()
 
     def init_weights(self) -> None:
         """timm's ViT init: truncated normal std .02 for tokens and linears, zero biases."""
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.normal_(self.cls_token, std=1e-6)
+        for token in (self.cls_token, self.dist_token, self.reg_token):
+            if token is not None:
+                nn.init.normal_(token, std=1e-6)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -143,9 +153,25 @@ class EdgeViT(nn.Module):
             )
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Image -> the tokens the first block reads: patches, prefix tokens, position, pre-norm."""
         x = self.patch_embed(x)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return x + self.pos_embed
+        if self.config.no_embed_class:  # position embedding on the patches only
+            x = x + self.pos_embed
+        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token, self.reg_token)
+                  if t is not None]
+        if prefix:
+            x = torch.cat(prefix + [x], dim=1)
+        if not self.config.no_embed_class:
+            x = x + self.pos_embed
+        return self.norm_pre(x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, ...) tokens -> (B, ...): what the classifier reads, the class token or the mean
+        of the patch tokens (prefix tokens excluded, as timm's 'avg'). Every reader of "the class
+        token" goes through here (per-layer classifiers, feature mimicking, neuron activations)."""
+        if self.config.global_pool == "avg":
+            return x[:, self.config.num_prefix_tokens:].mean(dim=1)
+        return x[:, 0]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens after the last block (before the final norm), shape (B, N, d)."""
@@ -155,12 +181,12 @@ class EdgeViT(nn.Module):
         return x
 
     def forward_cls_tokens(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Class token after every block: the inputs of per-layer (early-exit) classifiers."""
+        """The pooled token (`pool`) after every block: the inputs of per-layer (early-exit) classifiers."""
         x = self.embed(x)
         out = []
         for blk in self.blocks:
             x = blk(x)
-            out.append(x[:, 0])
+            out.append(self.pool(x))
         return out
 
     def forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -176,9 +202,20 @@ class EdgeViT(nn.Module):
         return self.forward_head(x), maps
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        # Norm after pooling: LayerNorm is per token, so this equals timm's norm-then-pool.
-        x = self.norm(x[:, 0])
+        if self.head_dist is not None:
+            return self._forward_head_dist(x, pre_logits)
+        x = self.norm(self.pool(x))
         return x if pre_logits else self.head(x)
+
+    def _forward_head_dist(self, x: torch.Tensor, pre_logits: bool) -> torch.Tensor:
+        """DeiT-distilled at inference: the mean of the class head's and the distillation head's logits
+        (pre-logits: the mean of the two normed tokens, as timm)."""
+        # The class token is normed last, so a hook on `norm` sees it (distillation recovery).
+        x_dist = self.norm(x[:, 1])
+        x = self.norm(x[:, 0])
+        if pre_logits:
+            return (x + x_dist) / 2
+        return (self.head(x) + self.head_dist(x_dist)) / 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_tracing() and not torch.compiler.is_compiling():

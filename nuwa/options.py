@@ -16,7 +16,7 @@ METHOD_NAMES = ("nuwa", "random", "nvit", "xpruner")
 RECOVERY_NAMES = ("finetune", "distill", "closed-form", "none")
 METRICS = ("params", "flops")
 ADAPTIVE_DIMS = ("qk", "v", "mlp", "embed")
-SVD_CHOICES = ("product", "joint", "off")  # off: score-based query-key/value selection
+SVD_CHOICES = ("product", "joint", "data", "off")  # nuwa.svd; off: score-based query-key/value selection
 LATENCY_RUNTIMES = ("torch", "onnx")
 DEPTH_POLICIES = ("budget", "accuracy")  # see DeriveOptions.depth_policy
 PROXY_SELECTS = ("stratified", "top")  # per-component quotas | best log-likelihoods (nuwa.proxy.select)
@@ -97,7 +97,9 @@ class DeriveOptions:
                                       "accuracy: the paper's rule alone")
     rho_head: float = _flagged(0.90)
     adaptive: AdaptiveOptions = field(default_factory=AdaptiveOptions)
-    svd: str = _flagged("product", choices=SVD_CHOICES)
+    svd: str = _flagged("product", choices=SVD_CHOICES,
+                        help="query-key/value rotation: product (default), joint (Eq. 13), data (weighted by the "
+                             "layers' inputs on score_samples fit images), off (Taylor scores pick the dims)")
     prune_depth: bool = True
     prune_heads: bool = True
     taylor_microbatch: int = _flagged(1)  # 1 = per-sample expectation (Eq. 4)

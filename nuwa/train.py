@@ -316,3 +316,4 @@ def _summary(desc: str | None, epoch: int, epochs: int, record: dict[str, Any]) 
     if record["val_top1"] is not None:
         line += f", val top1 {record['val_top1']:.4f}, val loss {record['val_loss']:.4f}"
     return line + f" ({record['seconds']:.1f} s)"
+

@@ -120,6 +120,10 @@ CASES = [
     ("finetune: negative epochs", ["finetune", "--model", "{model}", "--data", "npz:{good_npz}", "--epochs", "-2"], "-2"),
     ("prepare: missing model", ["prepare", "--model", "/nonexistent/model", "--data", "npz:{good_npz}"], "/nonexistent/model"),
     ("prepare: negative seed", ["prepare", "--model", "{model}", "--data", "npz:{good_npz}", "--seed", "-1"], "--seed -1"),
+    ("pretrain: negative probe epochs", ["pretrain", "--model", "deit_tiny_patch16_224", "--data", "npz:{good_npz}",
+                                         "--probe-epochs", "-1"], "-1"),
+    ("pretrain: zero probe lr", ["pretrain", "--model", "deit_tiny_patch16_224", "--data", "npz:{good_npz}",
+                                 "--probe-epochs", "2", "--probe-lr", "0"], "--probe-lr 0"),
     ("eval: per-image of an ONNX file", ["eval", "--onnx", "{out}/m.onnx", "--data", "npz:{good_npz}", "--per-image"],
      "--per-image"),
 ]

@@ -1,6 +1,7 @@
-"""The committed results of the default profile (results/default/) keep the promises the code
-makes: every NuWa derivation lands in its rate's band, the headline compares methods on the
-sub-tasks they share, and the ledger's verdicts follow from the intervals it prints."""
+"""The committed results (results/default/, and the pretrained study's results/dinov2/) keep the
+promises the code makes: every NuWa derivation lands in its rate's band, the headline compares
+methods on the sub-tasks they share, the ledger's verdicts follow from the intervals it prints,
+and the study's pilot kept what validation chose."""
 import json
 from pathlib import Path
 
@@ -36,3 +37,22 @@ def test_every_verdict_follows_from_the_interval_it_prints():
     assert ((decided.ci_low > 0) | (decided.ci_high < 0)).all()  # a decided claim's interval excludes 0
     open_ = claims[(claims.verdict == INCONCLUSIVE) & claims.ci_low.notna()]
     assert ((open_.ci_low <= 0) & (open_.ci_high >= 0)).all()  # an undecided one's does not
+
+
+STUDY = RESULTS.parent / "dinov2"
+
+
+def test_the_pretrained_study_derivations_land_in_the_band_on_real_weights():
+    """Every committed NuWa (budget policy) derivation of the study, whatever seeds are built."""
+    records = [json.loads(p.read_text()) for p in sorted((STUDY / "metrics").glob("*/*/nuwa/*.json"))]
+    assert records, "no committed derivation of the dinov2 profile"
+    for r in records:
+        assert r["alpha"] - 1e-9 <= r["rate_achieved"] <= r["alpha"] + RATE_TOLERANCE + 1e-9, (r["subtask"], r["alpha"])
+
+
+def test_the_study_pilot_kept_the_svd_with_the_higher_validation_top1():
+    choice = json.loads((STUDY / "pilot/svd_choice.json").read_text())
+    assert choice["recovery"] == "none" and {r["svd"] for r in choice["rows"]} == {"product", "data"}
+    assert choice["chosen"] == max(choice["rows"], key=lambda r: r["val_top1"])["svd"]
+    curve = pd.read_csv(STUDY / "pilot/recovery_curve.csv")
+    assert curve.samples.is_monotonic_increasing and curve.samples.iloc[0] == 0

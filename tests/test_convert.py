@@ -44,13 +44,13 @@ def test_logits_match_timm(name, kw):
     "name, kw, needle",
     [
         ("resnet18", {}, "not a plain timm VisionTransformer"),
-        ("deit_tiny_distilled_patch16_224", dict(img_size=32), "not a plain timm VisionTransformer"),
-        ("vit_base_patch16_clip_224", dict(img_size=32, depth=1), "pre-norm"),
-        ("vit_tiny_patch16_224", dict(img_size=32, global_pool="avg", depth=1), "class token"),
-        ("vit_tiny_patch16_224", dict(img_size=32, reg_tokens=4, depth=1), "register tokens"),
+        ("vit_tiny_patch16_224", dict(img_size=32, depth=1, qk_norm=True), "qk-norm"),
+        ("vit_tiny_patch16_224", dict(img_size=32, depth=1, global_pool="avg", fc_norm=False), "fc_norm=False"),
+        ("vit_tiny_patch16_224", dict(img_size=32, depth=1, global_pool="map"), "attention pooling"),
     ],
 )
 def test_non_vit_or_unsupported_variants_are_refused(name, kw, needle):
+    # The families that convert, and more refusals: tests/test_families.py.
     model = timm.create_model(name, pretrained=False, **kw)
     with pytest.raises(nuwa.NuwaError) as e:
         nuwa.from_timm(model)

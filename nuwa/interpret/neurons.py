@@ -37,7 +37,7 @@ def cls_activations(model, ds: Any, layers: Sequence[int], *, limit: int | None 
     preprocess = Preprocess.for_config(model.config)
     store: dict[int, list[torch.Tensor]] = {l: [] for l in layers}
     hooks = [model.blocks[l].mlp.act.register_forward_hook(
-        lambda _m, _inp, out, l=l: store[l].append(out[:, 0].float().cpu())) for l in layers]
+        lambda _m, _inp, out, l=l: store[l].append(model.pool(out).float().cpu())) for l in layers]
     labels = []
     was_training = model.training
     model.eval()

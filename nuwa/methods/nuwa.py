@@ -16,7 +16,7 @@ from ..model import EdgeViT
 from ..options import DeriveOptions
 from ..prune import prune_classifier, prune_depth, prune_heads, slice_head
 from ..schedule import Plan, materialise, search, select_heads
-from ..svd import reparametrize
+from ..svd import collect_moments, reparametrize
 from ..task import SubTask
 
 
@@ -139,7 +139,12 @@ def _widths(model: EdgeViT, info: dict, base: EdgeViT, base_dir: Path | None, ta
         embed_scores, n = base_embed_scores(base, base_dir, task, opts)
         passes += n
     with timer("svd"):
-        rotated, spectra = reparametrize(model, "product" if opts.svd == "off" else opts.svd)
+        method = "product" if opts.svd == "off" else opts.svd
+        stats = None
+        if method == "data":  # the layers' inputs on the fit images the importance scores saw
+            stats = collect_moments(model, task.batches(task.fit, opts.score_samples, seed=seed,
+                                                        batch_size=opts.batch_size, desc="svd moments"))
+        rotated, spectra = reparametrize(model, method, stats=stats)
     with timer("adaptive"):
         use_svd = opts.svd != "off"
         source = rotated if use_svd else model

@@ -230,6 +230,9 @@ def xpruner(model: EdgeViT, task, within_budget, *, target_cost: float, metric: 
     """The grid of joint runs; returns (pruned model of the best validation top-1, its selection, info)."""
     from ..evaluate import evaluate
 
+    if model.config.family:  # its gates fold into a plain class-token ViT's layout only
+        raise NuwaError(f"method xpruner supports plain class-token ViTs; this model has {model.config.family}")
+
     data = list(task.batches(task.fit, opts.steps * batch_size, seed=seed, batch_size=batch_size, desc=None))
     best, grid, evaluated = None, [], 0
     for scale in opts.lr_scales:

@@ -168,6 +168,28 @@ def readme_section(frame: pd.DataFrame) -> str:
     return "\n".join(lines + ["", README_END])
 
 
+COMPARE_BEGIN = "<!-- claims by profile: generated from results/*/claims.csv -->"
+COMPARE_END = "<!-- claims by profile: end -->"
+
+
+def comparison_section(frames: dict[str, pd.DataFrame], labels: dict[str, str] | None = None) -> str:
+    """The README's side-by-side ledger: one row per claim, the verdict of each profile's
+    claims.csv in its column (frames: profile -> ledger frame, in column order)."""
+    labels = labels or {}
+    names = list(frames)
+    order = list(dict.fromkeys(i for f in frames.values() for i in f["id"]))
+    by_id = {n: f.set_index("id") for n, f in frames.items()}
+    lines = [COMPARE_BEGIN, "| claim | source | " + " | ".join(labels.get(n, n) for n in names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for cid in order:
+        row = next(by_id[n].loc[cid] for n in names if cid in by_id[n].index)
+        cells = [f"**{by_id[n].loc[cid, 'verdict']}**" if cid in by_id[n].index else "-" for n in names]
+        lines.append(f"| {row['statement']} | {row['source']} | " + " | ".join(cells) + " |")
+    counts = [f"{labels.get(n, n)}: " + ", ".join(f"{int((f.verdict == v).sum())} {v}" for v in VERDICTS)
+              for n, f in frames.items()]
+    return "\n".join(lines + ["", "; ".join(counts) + ".", COMPARE_END])
+
+
 def to_frame(claims: list[Claim]) -> pd.DataFrame:
     iv = lambda c, i: None if c.interval is None else round(float(c.interval[i]), 6)  # noqa: E731
     return pd.DataFrame([dict(id=c.id, source=c.source, statement=c.statement, verdict=c.verdict,

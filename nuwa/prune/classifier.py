@@ -6,11 +6,16 @@ from ..model import EdgeViT
 from ._rebuild import rebuild, state_of
 
 
+HEADS = ("head", "head_dist")  # a distilled model's logits average both: slice both alike
+
+
 def slice_head(head: dict, classes: list[int]) -> dict:
-    """Rows `classes` of a classifier state ({norm,head}.*); the norm is untouched."""
+    """Rows `classes` of a classifier state ({norm,head,head_dist}.*); the norm is untouched."""
     out = dict(head)
-    out["head.weight"] = head["head.weight"][classes].clone()
-    out["head.bias"] = head["head.bias"][classes].clone()
+    for name in HEADS:
+        for k in (f"{name}.weight", f"{name}.bias"):
+            if k in head:
+                out[k] = head[k][classes].clone()
     return out
 
 
@@ -27,7 +32,7 @@ def prune_classifier(model: EdgeViT, classes: list[int]) -> EdgeViT:
     if bad:
         raise NuwaError(f"class index {bad[0]} is out of range for a {cfg.num_classes}-class model")
     state = state_of(model)
-    state.update({k: v for k, v in slice_head(state, classes).items() if k.startswith("head.")})
+    state.update({k: v for k, v in slice_head(state, classes).items() if k.split(".")[0] in HEADS})
     base_classes = [cfg.classes[c] for c in classes] if cfg.classes is not None else list(classes)
     names = [cfg.class_names[c] for c in classes] if cfg.class_names is not None else None
     new = cfg.with_layers(cfg.layers, num_classes=len(classes), classes=base_classes, class_names=names)

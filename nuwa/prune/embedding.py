@@ -7,10 +7,12 @@ from ..errors import NuwaError
 from ..model import EdgeViT
 from ._rebuild import rebuild, state_of
 
-# Where the embedding dim is the output (rows) or the input (columns) of a tensor. Every other
-# d-sized tensor (norms, biases of outputs, tokens) is sliced on its last axis.
-_INPUT_AXIS = ("attn.qkv.weight", "mlp.fc1.weight", "head.weight")
-_UNTOUCHED = ("attn.qkv.bias", "mlp.fc1.bias", "head.bias")
+# Where the embedding dim is the input (columns) of a tensor, or absent; tokens run over it on
+# their last axis; every other tensor (patch projection, outputs of attn.proj / fc2, every
+# LayerNorm, pre- and patch-embedding norms included) has it first.
+_INPUT_AXIS = ("attn.qkv.weight", "mlp.fc1.weight", "head.weight", "head_dist.weight")
+_UNTOUCHED = ("attn.qkv.bias", "mlp.fc1.bias", "head.bias", "head_dist.bias")
+_TOKENS = ("cls_token", "dist_token", "reg_token", "pos_embed")
 
 
 def embed_axis(name: str) -> int | None:
@@ -19,9 +21,9 @@ def embed_axis(name: str) -> int | None:
         return None
     if name.endswith(_INPUT_AXIS):
         return 1
-    if name in ("cls_token", "pos_embed"):
+    if name in _TOKENS:
         return 2
-    return 0  # patch projection, attn.proj / fc2 outputs, LayerNorms
+    return 0
 
 
 def prune_embedding(model: EdgeViT, keep: list[int]) -> EdgeViT:

@@ -221,6 +221,9 @@ def refit_on_task(pruned: EdgeViT, base: EdgeViT, task: Any, *, ridge: float, ca
     whether a refit was reverted."""
     from ..evaluate import evaluate
 
+    if pruned.config.head_dist:  # the head refit reads one token; a distilled model averages two heads
+        raise NuwaError("recovery closed-form does not support a distilled model with both heads; use finetune")
+
     def val_metrics() -> dict[str, Any]:  # the same call as the derivation's report, so the numbers match
         m = evaluate(pruned, task.val, preprocess=task.preprocess, desc=None)
         return dict(loss=m["loss"], top1=m["top1"])

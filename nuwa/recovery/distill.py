@@ -22,7 +22,7 @@ def _teacher_outputs(base: EdgeViT, x: torch.Tensor, depth: int) -> tuple[torch.
     for k, blk in enumerate(base.blocks):
         h = blk(h)
         if k == depth - 1:
-            cls = h[:, 0]
+            cls = base.pool(h)
     assert cls is not None
     return base.forward_head(h), cls
 

@@ -80,6 +80,16 @@ for _base, _b in BASES.items():
         raise WorkflowError(f"params.yaml: profiles.{PROFILE}.bases.{_base}.subtasks: {_unknown} not defined in "
                             f"{DATASETS[_b['dataset']]['subtasks']} ({', '.join(SUBTASKS[_b['dataset']])})")
 
+WEIGHTS = config.get("weights", {})
+for _base, _b in BASES.items():
+    _w = _b.get("weights")
+    if _w is not None and _w not in WEIGHTS:
+        raise WorkflowError(f"params.yaml: profiles.{PROFILE}.bases.{_base}.weights: {_w!r} is not one of "
+                            f"`weights` ({', '.join(sorted(WEIGHTS)) or 'none'})")
+    if _w is not None and (_b["checkpoint"] or _b["pretrained"]):
+        raise WorkflowError(f"params.yaml: profiles.{PROFILE}.bases.{_base}: give one of weights, checkpoint "
+                            "and pretrained")
+
 _listed = {s for _b in BASES.values() for s in _b["subtasks"]}
 for _key, _names, _known, _what in (
         ("baseline_subtasks", P.get("baseline_subtasks", []), _listed, "the sub-tasks of the profile's bases"),
@@ -100,6 +110,10 @@ LOGS = f"logs/{PROFILE}"
 BENCH = f"benchmarks/{PROFILE}"
 
 BASE_DIR = f"{MODELS}/bases/{{base}}"
+# Fetched pretrained weights live inside the bases folder, so the DVC stage that caches the bases
+# caches them too (and a profile without any has nothing to miss).
+WEIGHTS_DIR = f"{MODELS}/bases/_weights/{{weights}}"
+WEIGHTS_FILES = ("model.safetensors", "provenance.json")
 RUN = "{base}/{subtask}/{method}/a{alpha}-s{seed}"  # one derivation
 MODEL_FILES = ("config.json", "model.safetensors", "report.json")
 
@@ -145,9 +159,18 @@ def class_list(wildcards):
 
 
 # ---- the base model -------------------------------------------------------------------------
+def base_checkpoint(base):
+    """The local weights file a base starts from: a `weights:` entry's output or `checkpoint:`."""
+    b = BASES[base]
+    if b.get("weights"):
+        return f"{WEIGHTS_DIR.format(weights=b['weights'])}/model.safetensors"
+    return b["checkpoint"]
+
+
 def base_model_inputs(wildcards):
     b = BASES[wildcards.base]
-    return dict(data=dataset_inputs(b["dataset"]), checkpoint=[b["checkpoint"]] if b["checkpoint"] else [])
+    ckpt = base_checkpoint(wildcards.base)
+    return dict(data=dataset_inputs(b["dataset"]), checkpoint=[ckpt] if ckpt else [])
 
 
 def pretrain_args(wildcards, input):
@@ -155,8 +178,8 @@ def pretrain_args(wildcards, input):
     scratch) and the training options of params.yaml."""
     b = BASES[wildcards.base]
     args = ["pretrain", "--model", b["model"], "--data", data_spec(wildcards), "--out", BASE_DIR.format(**wildcards)]
-    if b["checkpoint"]:
-        args += ["--checkpoint", b["checkpoint"]]
+    if base_checkpoint(wildcards.base):
+        args += ["--checkpoint", base_checkpoint(wildcards.base)]
     if b["pretrained"]:
         args += ["--pretrained"]
     for key, value in b["pretrain"].items():
@@ -216,6 +239,7 @@ FINETUNE_OPTIONS = dict(pick(DERIVE, SPLIT_KEYS),
 RESOURCE_DEFAULTS = dict(
     dataset=dict(threads=1, mem_mb=500, runtime=5, gpu=0),
     subtasks=dict(threads=1, mem_mb=2000, runtime=10, gpu=0),
+    weights=dict(threads=2, mem_mb=4000, runtime=20, gpu=0),
     pretrain=dict(threads=2, mem_mb=6000, runtime=60, gpu=0),
     prepare=dict(mem_mb=4000, runtime=30, gpu=0),
     base_eval=dict(mem_mb=3000, runtime=15, gpu=0),
@@ -260,14 +284,14 @@ def rule_resources(rule_name):
 ALPHAS = [f"{a:g}" for a in P["alphas"]]
 
 
-def runs(base=None, methods=None):
+def runs(base=None, methods=None, seeds=None):
     """Every (base, subtask, method, alpha, seed) of the profile, as RUN paths; methods other
     than nuwa only on `baseline_subtasks` (when given) -- baselines cost as much as NuWa runs."""
     only = P.get("baseline_subtasks")
     return [RUN.format(base=b, subtask=s, method=m, alpha=a, seed=seed)
             for b in ([base] if base else BASES) for s in BASES[b]["subtasks"]
             for m in (methods or P["methods"]) if m == "nuwa" or only is None or s in only
-            for a in ALPHAS for seed in P["seeds"]]
+            for a in ALPHAS for seed in (seeds if seeds is not None else P["seeds"])]
 
 
 # derive.smk: one job per SWEEP does every alpha of the profile, each to its own RUN directory
@@ -314,8 +338,9 @@ def analysis_targets():
     return [f"{RESULTS}/{kind}/{b}/{s}.parquet" for b, s in subtask_pairs() for kind in ("importance", "spectra")]
 
 
-def derived_targets():
-    return [f"{RESULTS}/metrics/{r}.json" for r in runs()] + [
+def derived_targets(seed=None):
+    """Every derivation's metrics and the base evaluations; with `seed`, that seed's derivations only."""
+    return [f"{RESULTS}/metrics/{r}.json" for r in runs(seeds=None if seed is None else [seed])] + [
         f"{RESULTS}/base_eval/{b}/{s}.json" for b, s in subtask_pairs()]
 
 
@@ -334,10 +359,13 @@ def report_targets():
 
 def claims_inputs(wildcards=None):
     """What the claims ledger checks: Table 3, the ablation numbers and tables (their per-image rows
-    are bootstrapped; A_TABLES: ablation_common.smk), the interpretation tables."""
+    are bootstrapped; A_TABLES: ablation_common.smk), the interpretation tables the profile builds
+    (`interpret.parts`; a claim whose table is not built is "not measured")."""
+    interpret = dict(neurons=f"{TABLES}/table2_neuron_class_spread.parquet",
+                     fig2=f"{TABLES}/fig2_task_specific_finetuning.parquet",
+                     fig8=f"{TABLES}/fig8_attention_rollout.parquet")
     return dict(table3=f"{TABLES}/table3_long.parquet", ablations=f"{RESULTS}/ablations.json",
-                neurons=f"{TABLES}/table2_neuron_class_spread.parquet",
-                fig2=f"{TABLES}/fig2_task_specific_finetuning.parquet", fig8=f"{TABLES}/fig8_attention_rollout.parquet",
+                **{k: v for k, v in interpret.items() if k in P["interpret"]["parts"]},
                 **{f"ablation_{t}": f"{TABLES}/{t}.parquet" for t in A_TABLES})
 
 

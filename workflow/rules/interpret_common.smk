@@ -70,6 +70,8 @@ def table_outputs(name, prefix="", caption=None):
 
 
 def interpret_targets():
-    tables = ("fig8_attention_rollout", "table2_neuron_top_samples", "table2_neuron_class_spread",
-              "fig2_task_specific_finetuning")
-    return list(INTERPRET_FIGURES.values()) + [f for t in tables for f in table_files(t)]
+    parts = set(I["parts"])
+    tables = dict(fig8=["fig8_attention_rollout"], neurons=["table2_neuron_top_samples", "table2_neuron_class_spread"],
+                  fig2=["fig2_task_specific_finetuning"])
+    figures = [f for k, f in INTERPRET_FIGURES.items() if k.replace("fig9_10", "neurons") in parts]
+    return figures + [f for k, names in tables.items() if k in parts for t in names for f in table_files(t)]

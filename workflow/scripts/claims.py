@@ -13,13 +13,19 @@ from nuwa.paper.claims import ablation_claims, fig2_claim, fig8_claim, ledger, n
 from nuwa.paper.tables import write_table  # noqa: E402
 
 i = sm.input
+
+
+def table(name):
+    """An interpretation table, or None where the profile does not build it (claim: not measured)."""
+    return pd.read_parquet(i[name]) if name in i.keys() else None
+
+
 # The ablation tables by their short names (table1, fig12, table5, table6, fig7).
 ablation_tables = {k[len("ablation_"):].split("_")[0]: pd.read_parquet(v) for k, v in i.items()
                    if k.startswith("ablation_")}
 claims = ledger(pd.read_parquet(i.table3), extra=[
     lambda: ablation_claims(ablation_tables),
-    lambda: [neuron_claim(pd.read_parquet(i.neurons)), fig2_claim(pd.read_parquet(i.fig2)),
-             fig8_claim(pd.read_parquet(i.fig8))],
+    lambda: [neuron_claim(table("neurons")), fig2_claim(table("fig2")), fig8_claim(table("fig8"))],
 ])
 with atomic_file(sm.output.md) as f:
     f.write(to_markdown(claims, title=f"Claims ledger ({sm.params.profile} profile)"))

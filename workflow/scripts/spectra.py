@@ -1,7 +1,9 @@
 """SVD spectra per head of the one-shot-pruned model (`nuwa.svd.reparametrize`): singular values
-of W_Q~^T W_K~ (kind qk) and W_V~^T W_O^T (kind v), biases as an extra input column, with each
-direction's share of the head's energy (sigma^2 / sum sigma^2) and the cumulative share that
-NuWa's rho_qkv threshold is compared against."""
+of [W_Q b_Q]^T W_K (kind qk; the key bias shifts every key's score alike, so softmax ignores it)
+and W_V^T W_O^T (kind v; the value bias is folded into the output bias), with each direction's
+share of the head's energy (sigma^2 / sum sigma^2) and the cumulative share that NuWa's rho_qkv
+threshold is compared against. With `svd: data` the spectra shown are these weight-only ones: the
+data-weighted ones need the derivation's own fit samples."""
 import sys
 from pathlib import Path
 
@@ -29,7 +31,7 @@ if exits is None:
     raise FileNotFoundError(f"{base_dir / lc.FILE}: per-layer classifiers missing (run `nuwa prepare`)")
 pruned = cut_depth(prune_classifier(base, oneshot["classes"]), oneshot["depth"], exits, oneshot["classes"])
 model = prune_heads(pruned, oneshot["heads_kept"])
-_, spectra = reparametrize(model, "product" if sm.params.svd == "off" else sm.params.svd)
+_, spectra = reparametrize(model, "product" if sm.params.svd in ("off", "data") else sm.params.svd)
 rows = []
 for kind, per_layer in (("qk", spectra.qk), ("v", spectra.v)):
     for layer, heads in enumerate(per_layer):

@@ -4,6 +4,7 @@ only where the two achieved rates differ by at most RATE_TOLERANCE. Until every 
 ledger cannot run; this table is what the README quotes meanwhile.
 
     .venv/bin/python scripts/seed_pairs.py results/dinov2 0   # seeds 0 -> results/dinov2/pilot/seed_pairs.{csv,md}
+    (a third argument writes elsewhere than ROOT/pilot)
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def main(argv: list[str]) -> int:
                     row.update(diff="", verdict="not at equal cost")
                 rows.append(row)
     table = pd.DataFrame(rows)
-    out = root / "pilot"
+    out = Path(argv[2]) if len(argv) > 2 else root / "pilot"
     with atomic_path(out / "seed_pairs.csv") as tmp:
         table.to_csv(tmp, index=False)
     with atomic_file(out / "seed_pairs.md") as f:

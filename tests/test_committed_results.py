@@ -56,3 +56,17 @@ def test_the_study_pilot_kept_the_svd_with_the_higher_validation_top1():
     assert choice["chosen"] == max(choice["rows"], key=lambda r: r["val_top1"])["svd"]
     curve = pd.read_csv(STUDY / "pilot/recovery_curve.csv")
     assert curve.samples.is_monotonic_increasing and curve.samples.iloc[0] == 0
+
+
+def test_the_quoted_seed_pairs_are_what_the_script_computes_from_the_committed_metrics(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    committed = pd.read_csv(STUDY / "pilot/seed_pairs.csv")
+    seeds = ",".join(str(s) for s in range(int(committed.seeds.max())))  # the study's seeds are 0, 1, ...
+    subprocess.run([sys.executable, str(root / "scripts/seed_pairs.py"), str(STUDY), seeds, str(tmp_path)], check=True)
+    again = pd.read_csv(tmp_path / "seed_pairs.csv")
+    pd.testing.assert_frame_equal(again, committed)
+    decided = committed[committed.verdict.isin([HOLDS, CONTRADICTED])]
+    assert len(decided) and (decided.rate_gap <= RATE_TOLERANCE).all()

@@ -122,6 +122,8 @@ CASES = [
     ("prepare: negative seed", ["prepare", "--model", "{model}", "--data", "npz:{good_npz}", "--seed", "-1"], "--seed -1"),
     ("pretrain: negative probe epochs", ["pretrain", "--model", "deit_tiny_patch16_224", "--data", "npz:{good_npz}",
                                          "--probe-epochs", "-1"], "-1"),
+    ("pretrain: zero probe limit", ["pretrain", "--model", "deit_tiny_patch16_224", "--data", "npz:{good_npz}",
+                                    "--probe-epochs", "2", "--probe-limit", "0"], "--probe-limit"),
     ("pretrain: zero probe lr", ["pretrain", "--model", "deit_tiny_patch16_224", "--data", "npz:{good_npz}",
                                  "--probe-epochs", "2", "--probe-lr", "0"], "--probe-lr 0"),
     ("eval: per-image of an ONNX file", ["eval", "--onnx", "{out}/m.onnx", "--data", "npz:{good_npz}", "--per-image"],

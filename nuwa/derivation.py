@@ -17,6 +17,7 @@ of the sub-task's classes.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -31,9 +32,23 @@ from .methods import METHODS
 from .task import open_base_data, open_subtask
 
 
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far (ru_maxrss), in MiB; None where unknown."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)  # bytes on macOS, KiB on Linux
+
+
 class PhaseTimer:
+    """Wall-clock seconds per phase, and the process's peak resident memory when each phase
+    last ended (`peak_rss_mb`: the first phase whose value jumps is the one that needed it)."""
+
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.peak_rss_mb: dict[str, float | None] = {}
 
     @contextlib.contextmanager
     def __call__(self, phase: str):
@@ -42,6 +57,7 @@ class PhaseTimer:
             yield
         finally:
             self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+            self.peak_rss_mb[phase] = peak_rss_mb()
 
 
 class Budget:
@@ -126,10 +142,14 @@ def derive(
         from .atomic import prepare_parent
 
         prepare_parent(Path(out))  # fail on an unwritable place before hours of work
+    from .device import device
+
+    dev = device()  # the runtime's (nuwa.device.use; default auto): fail before any work
     seed_everything(seed)
     timer = PhaseTimer()
     with timer("load"):
         base, base_dir = load_base(model, checkpoint=checkpoint)
+        base = base.to(dev)
     with timer("data"):
         if proxy_gmm is None:
             task = open_subtask(data, base, classes, opts=opts)
@@ -137,6 +157,7 @@ def derive(
             from .proxy import open_proxy_subtask
 
             task = open_proxy_subtask(data, base, classes, gmm_path=proxy_gmm, opts=opts)
+        task.device = dev
     base_cost = dict(params=cost.count_params(base.config), flops=cost.count_flops(base.config))
 
     budget = Budget(rate=rate, metric=metric, latency_ms=latency_ms, base_cost=base_cost, opts=opts)
@@ -150,13 +171,13 @@ def derive(
                 raise NuwaError(f"{what} is unreachable with method {method}: {e}") from None
             raise
     derive_seconds = timer.seconds["prune_total"]
-    val_before = evaluate(pruned, task.val, preprocess=task.preprocess, desc="val")
+    val_before = evaluate(pruned, task.val, preprocess=task.preprocess, batch_size=opts.batch_size, desc="val")
     from .recovery import recover, trained_epochs
 
     with timer("recovery"):
         history, recovery_params, recovery_details = recover(pruned, base, task, recovery=recovery,
                                                              epochs=finetune_epochs, opts=opts, seed=seed)
-    val_after = evaluate(pruned, task.val, preprocess=task.preprocess, desc="val")
+    val_after = evaluate(pruned, task.val, preprocess=task.preprocess, batch_size=opts.batch_size, desc="val")
     pcfg = pruned.config
     report = dict(
         method=method, rate_target=rate, metric=metric if rate is not None else "latency", latency_ms_target=latency_ms,
@@ -173,7 +194,8 @@ def derive(
         val_top1_before_recovery=val_before["top1"], val_top1=val_after["top1"], val_n=val_after["n"],
         val_loss_before_recovery=val_before["loss"], val_loss=val_after["loss"],
         finetune_history=history, derive_seconds=derive_seconds,
-        seconds={k: round(v, 3) for k, v in timer.seconds.items()},
+        seconds={k: round(v, 3) for k, v in timer.seconds.items()}, peak_rss_mb=timer.peak_rss_mb,
+        device=str(next(pruned.parameters()).device),
         rate_note=explain_rate(rate, 1 - cost.cost(pcfg, metric) / base_cost[metric], info),
         options=asdict(opts), details=info,
         data_regime="own" if task.proxy is None else "proxy", proxy=task.proxy,
@@ -205,7 +227,10 @@ def finetune_dir(model_dir: str | Path, data: str, *, epochs: int = 5, seed: int
     from .atomic import prepare_parent
 
     prepare_parent(Path(out))
-    model = io.load(model_dir)
+    from .device import device
+
+    dev = device()
+    model = io.load(model_dir).to(dev)
     cfg = model.config
     if cfg.classes is None:
         raise NuwaError(f"{model_dir} is a base model (no class subset); derive an edge model first")
@@ -219,16 +244,17 @@ def finetune_dir(model_dir: str | Path, data: str, *, epochs: int = 5, seed: int
         if where is None or not Path(str(where)).is_dir():
             raise NuwaError(f"--recovery {recovery} needs the base model directory: {where!r} is not one "
                             f"(give --base)")
-        teacher = io.load(where)
+        teacher = io.load(where).to(dev)
     seed_everything(seed)
     timer = PhaseTimer()
     with timer("data"):
         task = open_subtask(open_base_data(data, model, opts=opts), model, list(cfg.classes), opts=opts)
-    val_before = evaluate(model, task.val, preprocess=task.preprocess, desc="val")
+        task.device = dev
+    val_before = evaluate(model, task.val, preprocess=task.preprocess, batch_size=opts.batch_size, desc="val")
     with timer("recovery"):
         history, params, details = recover(model, teacher, task, recovery=recovery, epochs=epochs, opts=opts,
                                            seed=seed, limit=limit)
-    val = evaluate(model, task.val, preprocess=task.preprocess, desc="val")
+    val = evaluate(model, task.val, preprocess=task.preprocess, batch_size=opts.batch_size, desc="val")
     report.pop("weights_sha256", None)
     if limit is not None:
         report["finetune_limit"] = limit

@@ -12,6 +12,7 @@ from torch import nn
 
 from .correctness import pack_correct
 from .errors import NuwaError
+from .device import autocast
 from .loop_utils import Preprocessor, check_labels, check_positive_int, eval_mode, model_device, preprocess_for
 
 
@@ -66,7 +67,8 @@ def evaluate(
                 if bool((pos < 0).any()):
                     raise NuwaError(f"label {int(y[pos < 0][0])} is not one of classes {list(classes)}")
                 y = pos
-            logits = model(preprocess(x.to(device))).float()
+            with autocast(device):
+                logits = model(preprocess(x.to(device))).float()
             if cols is not None:
                 logits = logits[:, cols]
             y = y.to(device)
@@ -96,7 +98,8 @@ def predict_logits(model: nn.Module, ds: Any, *, preprocess: Preprocessor | None
     logits, labels = [], []
     with eval_mode(model):
         for x, y in batches(ds, batch_size=batch_size, limit=limit, progress=desc):
-            logits.append(model(preprocess(x.to(device))).float().cpu())
+            with autocast(device):
+                logits.append(model(preprocess(x.to(device))).float().cpu())
             labels.append(y)
     num_classes = int(model.config.num_classes)  # type: ignore[attr-defined]
     if not logits:
@@ -120,8 +123,12 @@ def collect_cls_tokens(model: nn.Module, ds: Any, *, preprocess: Preprocessor | 
         for x, y in batches(ds, batch_size=batch_size, limit=limit, progress=desc):
             x = preprocess(x.to(device))
             model.check_input(x)  # type: ignore[attr-defined]
-            for l, token in enumerate(model.forward_cls_tokens(x)):  # type: ignore[attr-defined]
-                per_layer[l].append(token.float().cpu())
+            with autocast(device):
+                tokens = model.forward_cls_tokens(x)  # type: ignore[attr-defined]
+            for l, token in enumerate(tokens):
+                # A copy: the pooled token is a view into the block's whole (B, N, d) output, which
+                # would otherwise stay alive for as long as the features are kept.
+                per_layer[l].append(token.to("cpu", torch.float32, copy=True))
             labels.append(y)
     d = int(model.config.embed_dim)  # type: ignore[attr-defined]
     if not labels:
@@ -140,8 +147,9 @@ def evaluate_dir(model_dir: str | Path, data: str, *, classes=None, subtask: str
     order for every model evaluated on the same classes, so two models' vectors are aligned."""
     from . import io
     from .data import class_subset, open_split, resolve_classes
+    from .device import device
 
-    model = io.load(model_dir)
+    model = io.load(model_dir).to(device())
     cfg = model.config
     ds = open_split(data, split, img_size=cfg.img_size)
     names = cfg.class_names if cfg.classes is None else None

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .device import autocast
 from .model import EdgeViT
 from .prune.embedding import embed_axis
 
@@ -69,19 +70,23 @@ def weight_saliency(
     chunk = max(1, min(64, int(memory_budget // (8 * n_params))))
     per_sample = _per_sample_grads(model, params, loss_fn) if microbatch == 1 and chunk > 1 else None
     passes = 0
+    where = next(iter(params.values())).device if params else torch.device("cpu")
     bar = tqdm(batches, desc=desc, unit="batch", leave=False, disable=desc is None)
     try:
         for x, y in bar:
             if per_sample is not None:
                 for xs, ys in zip(x.split(chunk), y.split(chunk)):
-                    grads = per_sample(params, xs, ys)
+                    with autocast(where):
+                        grads = per_sample(params, xs, ys)
                     for n, p in params.items():
                         acc[n] += (grads[n] * p).abs().double().pow(power).sum(0)
                     passes += len(xs)
                 continue
             for xs, ys in zip(x.split(microbatch), y.split(microbatch)):
                 model.zero_grad(set_to_none=True)
-                loss_fn(model(xs), ys).backward()
+                with autocast(where):
+                    loss = loss_fn(model(xs), ys)
+                loss.backward()
                 passes += 1
                 for n, p in model.named_parameters():
                     if p.grad is not None:
@@ -89,7 +94,8 @@ def weight_saliency(
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-    return {n: (a / max(passes, 1)).float() for n, a in acc.items()}, passes
+    # On the CPU, wherever the model is: scores are small, and the ranking code is device-free.
+    return {n: (a / max(passes, 1)).float().cpu() for n, a in acc.items()}, passes
 
 
 def _per_sample_grads(model: EdgeViT, params: dict[str, torch.Tensor], loss_fn):
@@ -115,7 +121,8 @@ def _per_sample_grads(model: EdgeViT, params: dict[str, torch.Tensor], loss_fn):
 def group_scores(model: EdgeViT, saliency: dict[str, torch.Tensor], passes: int = 0) -> GroupScores:
     """Sum per-weight saliencies into the structural groups of `model`."""
     cfg = model.config
-    zero = lambda n: torch.zeros(n)  # noqa: E731  (a missing bias contributes nothing)
+    where = next(iter(saliency.values())).device
+    zero = lambda n: torch.zeros(n, device=where)  # noqa: E731  (a missing bias contributes nothing)
     heads, qk, v, neurons = [], [], [], []
     for i, lc in enumerate(cfg.layers):
         H, dq, dv = lc.num_heads, lc.qk_dim, lc.v_dim
@@ -130,7 +137,7 @@ def group_scores(model: EdgeViT, saliency: dict[str, torch.Tensor], passes: int 
         m = f"blocks.{i}.mlp."
         neurons.append(saliency[m + "fc1.weight"].sum(1) + saliency.get(m + "fc1.bias", zero(lc.mlp_dim))
                        + saliency[m + "fc2.weight"].sum(0))
-    embed = torch.zeros(cfg.embed_dim)
+    embed = torch.zeros(cfg.embed_dim, device=where)
     for name, s in saliency.items():
         axis = embed_axis(name)
         if axis is not None:

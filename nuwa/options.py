@@ -104,8 +104,15 @@ class DeriveOptions:
     prune_heads: bool = True
     taylor_microbatch: int = _flagged(1)  # 1 = per-sample expectation (Eq. 4)
     score_samples: int = _flagged(512)  # sub-task samples for importance scores
-    embed_score_samples: int = 2048  # all-class samples for embedding scores (once per base)
-    layer_head_samples: int = 10_000  # all-class samples for per-layer classifiers (once per base)
+    # The per-base caches (`nuwa prepare`), on all-class fit images. Each embedding-score image
+    # costs a per-sample forward and backward pass (~3 forward passes); the per-layer classifiers'
+    # features one forward pass for all layers. These sizes keep a DeiT-S derivation at 224x224
+    # within minutes on a laptop's CPU (results/scale/); raise them for many classes (~10-20
+    # images per class for the per-layer classifiers) or where compute is cheap.
+    embed_score_samples: int = _flagged(512, help="all-class images the embedding scores are computed on "
+                                                  "(per base, cached; default 512)")
+    layer_head_samples: int = _flagged(2048, help="all-class images the per-layer classifiers are trained on "
+                                                  "(per base, cached; default 2048)")
     layer_head_epochs: int = 30
     val_fraction: float = _flagged(0.1)
     # The fit/validation split of the base's training data. None: the run's seed (`--seed`), so

@@ -53,8 +53,11 @@ def pretrain(model: str, data: str, *, out: str | Path, epochs: int = 4, img_siz
     kw = dict(num_classes=info.num_classes, in_chans=in_chans or info.in_chans)
     kw.update({k: v for k, v in dict(img_size=size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
                                      patch_size=patch_size).items() if v is not None})
+    from .device import device
+
+    dev = device()
     base = from_timm(create_base(model, pretrained=pretrained, checkpoint=checkpoint, **kw),
-                     class_names=list(info.class_names))
+                     class_names=list(info.class_names)).to(dev)
     if not (checkpoint or pretrained) and len(info.mean) == base.config.in_chans:
         # Trained from scratch on this data: normalise with its own statistics.
         base.config.mean, base.config.std = tuple(info.mean), tuple(info.std)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .device import autocast
 from .loop_utils import Preprocessor, check_labels, check_positive_int, model_device, preprocess_for
 from .train import cosine_lr
 
@@ -25,7 +26,8 @@ def pooled_features(model: nn.Module, ds: Any, *, limit: int | None = None, seed
     feats, labels = [], []
     for x, y in batches(ds, batch_size=batch_size, shuffle=True, seed=seed, limit=limit, progress=desc):
         x = pre(x.to(model_device(model)))
-        feats.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu())
+        with autocast(x.device):
+            feats.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu())
         labels.append(y)
     model.train(was_training)
     return torch.cat(feats), torch.cat(labels)

@@ -102,13 +102,14 @@ def collect_moments(model: EdgeViT, images: torch.Tensor | Iterable, *, batch_si
     try:
         for batch in images:
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            model(x.to(device))
+            model(x.to(device))  # float32, no autocast: these moments weight the SVD
     finally:
         for h in handles:
             h.remove()
     if n[0] == 0:
         raise NuwaError("svd data: no calibration images to collect the layers' input moments from")
-    return [Moments(tokens=k, mean=s / k, second=c / k, within=w / k) for k, s, c, w in zip(n, sums, seconds, withins)]
+    return [Moments(tokens=k, mean=(s / k).cpu(), second=(c / k).cpu(), within=(w / k).cpu())
+            for k, s, c, w in zip(n, sums, seconds, withins)]
 
 
 @dataclass
@@ -179,7 +180,10 @@ def reparametrize(model: EdgeViT, method: str = "product", *, qk: bool = True, v
     if method == "data" and (stats is None or len(stats) != cfg.depth):
         raise ValueError(f"SVD method 'data' needs the input moments of each of the {cfg.depth} layers "
                          "(nuwa.svd.collect_moments)")
-    state = state_of(model)
+    # In float64 on the CPU whatever the model's device: small matrices, and the same rotations
+    # (hence the same derived sizes) on every device.
+    device = next(model.parameters()).device
+    state = {k: v.cpu() for k, v in state_of(model).items()}
     spectra = Spectra(qk=[], v=[])
     for i in range(cfg.depth):
         lc = layer_config(model, i)
@@ -230,7 +234,7 @@ def reparametrize(model: EdgeViT, method: str = "product", *, qk: bool = True, v
             spectra.qk.append(torch.stack(qk_s).float())
         if v:
             spectra.v.append(torch.stack(v_s).float())
-    return rebuild(cfg, state), spectra
+    return rebuild(cfg, state).to(device), spectra
 
 
 def _pad(s: torch.Tensor, n: int) -> torch.Tensor:

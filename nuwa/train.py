@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .device import autocast
 from .errors import NuwaError
 from .evaluate import evaluate
 from .loop_utils import (
@@ -200,7 +201,8 @@ def fit(
     step_kw = dict(loss_fn=loss_fn, teacher=teacher, cols=cols, label_smoothing=label_smoothing)
     best = None  # (validation loss, epoch, weights) of the best weights so far
     if val_ds is not None:
-        start_metrics = evaluate(model, val_ds, preprocess=preprocess, desc=None if desc is None else "val")
+        start_metrics = evaluate(model, val_ds, preprocess=preprocess, batch_size=batch_size,
+                                 desc=None if desc is None else "val")
         history.update(guard="val_loss", val_at_start=dict(top1=start_metrics["top1"], loss=start_metrics["loss"]))
         best = (start_metrics["loss"], 0, _snapshot(model))
     with torch.random.fork_rng(devices=fork_devices):
@@ -217,7 +219,7 @@ def fit(
                         model, optimizer, train_ds, history, bar=bar, batch_size=batch_size, seed=epoch_seed,
                         limit=limit, augment_gen=augment_gen if augment else None, preprocess=preprocess,
                         schedule=schedule, step_kw=step_kw, where=f"{desc or 'fit'} epoch {epoch + 1}")
-                    record = _end_epoch(model, epoch, train_loss, val_ds, preprocess, start, desc)
+                    record = _end_epoch(model, epoch, train_loss, val_ds, preprocess, start, desc, batch_size)
                     if record["val_top1"] is not None:
                         bar.set_postfix(loss=f"{train_loss:.4f}", val_top1=f"{record['val_top1']:.4f}")
                 finally:
@@ -284,17 +286,18 @@ def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y
     lr = cosine_lr(step, **schedule)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    logits = model(x)
-    if loss_fn is not None:
-        loss = loss_fn(logits, y, x)
-    elif teacher is not None:
-        with torch.no_grad():  # not inference_mode: KL keeps the teacher's logits for backward
-            t_logits = teacher(x)
-        if cols is not None:
-            t_logits = t_logits[:, cols]
-        loss = distillation_loss(logits, y, t_logits, label_smoothing=label_smoothing)
-    else:
-        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    with autocast(x.device):
+        logits = model(x)
+        if loss_fn is not None:
+            loss = loss_fn(logits, y, x)
+        elif teacher is not None:
+            with torch.no_grad():  # not inference_mode: KL keeps the teacher's logits for backward
+                t_logits = teacher(x)
+            if cols is not None:
+                t_logits = t_logits[:, cols]
+            loss = distillation_loss(logits.float(), y, t_logits.float(), label_smoothing=label_smoothing)
+        else:
+            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -302,10 +305,11 @@ def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y
 
 
 def _end_epoch(model: nn.Module, epoch: int, train_loss: float, val_ds: Any, preprocess: Preprocessor,
-               start: float, desc: str | None) -> dict[str, Any]:
+               start: float, desc: str | None, batch_size: int = 256) -> dict[str, Any]:
     record: dict[str, Any] = dict(epoch=epoch + 1, train_loss=train_loss, val_top1=None, val_loss=None)
     if val_ds is not None:
-        metrics = evaluate(model, val_ds, preprocess=preprocess, desc=None if desc is None else "val")
+        metrics = evaluate(model, val_ds, preprocess=preprocess, batch_size=batch_size,
+                           desc=None if desc is None else "val")
         record.update(val_top1=metrics["top1"], val_loss=metrics["loss"])
     record["seconds"] = time.perf_counter() - start
     return record

@@ -55,11 +55,13 @@ def test_which_options_each_command_takes_as_flags():
         "rho_depth", "depth_policy", "rho_head", "svd", "taylor_microbatch", "score_samples", "batch_size", "split_seed", "val_fraction",
         "latency_batch", "latency_runtime", "ridge", "calib_samples", "distill_tau", "distill_alpha",
         "distill_feature_weight", "proxy_samples", "proxy_quantile", "proxy_select",
-        "gamma_qkv", "round_to", "exclude"}
+        "gamma_qkv", "round_to", "exclude", "embed_score_samples", "layer_head_samples"}
     options = _names(DeriveOptions) | _names(AdaptiveOptions)
     assert set(_flags("finetune")) & options == {"ridge", "calib_samples", "distill_tau", "distill_alpha",
                                                  "distill_feature_weight"}
-    assert set(_flags("prepare")) & options == set()
+    # prepare: the flagged options its caches are keyed by (nuwa.options.CACHE_KEYS)
+    assert set(_flags("prepare")) & options == {"layer_head_samples", "embed_score_samples", "taylor_microbatch",
+                                                "split_seed", "val_fraction", "batch_size"}
 
 
 def _value(f) -> tuple[str, object]:
@@ -232,8 +234,10 @@ def test_what_validate_refuses_the_schema_refuses(options):
 def test_the_cache_keys_are_the_strings_already_written():
     from nuwa.base import cache_key
 
-    assert cache_key("abc", DeriveOptions(), LAYER_HEAD_KEY) == "abc:10000:30:0:0.1"
-    assert cache_key("abc", DeriveOptions(), EMBED_SCORE_KEY) == "abc:2048:1:0:0.1"
+    # The committed caches' options: their keys must read as they were written.
+    opts = DeriveOptions(layer_head_samples=10_000, embed_score_samples=2048)
+    assert cache_key("abc", opts, LAYER_HEAD_KEY) == "abc:10000:30:0:0.1"
+    assert cache_key("abc", opts, EMBED_SCORE_KEY) == "abc:2048:1:0:0.1"
     assert set(LAYER_HEAD_KEY) | set(EMBED_SCORE_KEY) <= set(CACHE_KEYS) <= _names(DeriveOptions)
     assert set(SPLIT_KEYS) <= set(LAYER_HEAD_KEY) & set(EMBED_SCORE_KEY)
 

@@ -74,7 +74,8 @@ def batches(
 
     The order depends only on `seed` (when `shuffle`), never on the machine; `limit` keeps the
     first `limit` samples of that order. In-memory sets are sliced directly; lazy sets go
-    through a DataLoader with `num_workers` (default min(2, cpus)) worker processes.
+    through a DataLoader with `num_workers` worker processes (default: the runtime's `--workers`,
+    else min(2, cpus)), each decoding a few batches ahead.
     `progress` names a tqdm bar on stderr.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -114,10 +115,14 @@ def _iterate(ds: Dataset, order: torch.Tensor, batch_size: int, num_workers: int
         return
     if len(order) == 0:
         return
+    if num_workers is None:
+        from ..device import current
+
+        num_workers = current().workers
     workers = min(2, os.cpu_count() or 1) if num_workers is None else int(num_workers)
     loader = DataLoader(
         _Guarded(ds), batch_size=batch_size, sampler=order.tolist(), num_workers=workers,
-        collate_fn=collate_images, persistent_workers=False,
+        collate_fn=collate_images, persistent_workers=False, prefetch_factor=4 if workers else None,
     )
     for batch in loader:
         if isinstance(batch, _Failure):

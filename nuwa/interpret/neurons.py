@@ -37,7 +37,9 @@ def cls_activations(model, ds: Any, layers: Sequence[int], *, limit: int | None 
     preprocess = Preprocess.for_config(model.config)
     store: dict[int, list[torch.Tensor]] = {l: [] for l in layers}
     hooks = [model.blocks[l].mlp.act.register_forward_hook(
-        lambda _m, _inp, out, l=l: store[l].append(model.pool(out).float().cpu())) for l in layers]
+        # A copy of the pooled row: a view would keep the whole (B, N, mlp_dim) activation alive.
+        lambda _m, _inp, out, l=l: store[l].append(model.pool(out).to("cpu", torch.float32, copy=True)))
+        for l in layers]
     labels = []
     was_training = model.training
     model.eval()

@@ -33,7 +33,8 @@ def depth_accuracies(base: EdgeViT, base_dir: Path | None, task: SubTask,
     from ..evaluate import collect_cls_tokens
 
     heads = base_layer_heads(base, base_dir, task, opts)
-    feats, labels = collect_cls_tokens(base, task.val, preprocess=task.preprocess, desc="depth features")
+    feats, labels = collect_cls_tokens(base, task.val, preprocess=task.preprocess, batch_size=opts.batch_size,
+                                       desc="depth features")
     return heads, lc.accuracies(feats, labels, heads, task.classes, eps=base.config.norm_eps)
 
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cost import cost
+from ..device import autocast
 from ..importance import Batches, GroupScores, _per_sample_grads, group_scores
 from ..model import EdgeViT
 from .selection import Selection, global_ranking
@@ -38,7 +39,8 @@ def hessian_saliency(model: EdgeViT, batches: Batches, *, memory_budget: float =
     try:
         for x, y in batches:
             for xs, ys in zip(x.split(chunk), y.split(chunk)):
-                grads = per_sample(params, xs, ys)
+                with autocast(xs.device):
+                    grads = per_sample(params, xs, ys)
                 for i in range(len(xs)):
                     g = group_scores(model, {k: grads[k][i] * p for k, p in params.items()})
                     sq = [t.double() ** 2 for t in _flat(g)]
@@ -46,7 +48,7 @@ def hessian_saliency(model: EdgeViT, batches: Batches, *, memory_budget: float =
                 n += len(xs)
     finally:
         model.train(was_training)
-    return _unflat(model, [(a / (2 * max(n, 1))).float() for a in acc], passes=n)
+    return _unflat(model, [(a / (2 * max(n, 1))).float().cpu() for a in acc], passes=n)
 
 
 def _flat(g: GroupScores) -> list[torch.Tensor]:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cost import cost, cost_of_sizes
+from ..device import autocast
 from ..errors import NuwaError
 from ..importance import GroupScores
 from ..model import EdgeViT
@@ -110,7 +111,7 @@ class ClassGates(torch.nn.Module):
         """Put the threshold between the units a cost cap removes and those it keeps: the units of
         lowest class-mean logit go first, all kinds together, until the hard mask's cost fits."""
         groups = self._groups()
-        z = torch.cat([g.mean(0) for g in groups])
+        z = torch.cat([g.mean(0) for g in groups]).cpu()
         gid = torch.cat([torch.full((g.shape[1],), j) for j, g in enumerate(groups)])
         order = torch.sort(z, stable=True).indices
         removed = torch.nn.functional.one_hot(gid[order], len(groups)).cumsum(0)
@@ -145,7 +146,7 @@ class ClassGates(torch.nn.Module):
     def scores(self) -> GroupScores:
         # The class-summed mask logit ranks the units (the order of the summed masks, without ties
         # where sigmoids saturate); sigmoid keeps the scores positive.
-        s = lambda z: torch.sigmoid(z.detach().double().mean(0))  # noqa: E731
+        s = lambda z: torch.sigmoid(z.detach().double().mean(0)).cpu()  # noqa: E731
         return GroupScores(
             heads=[s(h) for h in self.heads],
             qk=[s(q)[None, :].expand(h.shape[1], -1).clone() for q, h in zip(self.qk, self.heads)],
@@ -184,7 +185,7 @@ def joint_run(model: EdgeViT, data: list, *, full_cost: float, target_cost: floa
     falls from `full_cost` to `target_cost` on a cubic schedule after a warm-up (gradual pruning),
     reached at the first stop. Returns the trace of the masks' soft cost over the target."""
     torch.manual_seed(seed)
-    gates = ClassGates(model, opts.temperature)
+    gates = ClassGates(model, opts.temperature).to(next(model.parameters()).device)
     stops = sorted({max(1, round(f * opts.steps)) for f in opts.stops})
     warm = int(opts.warmup * stops[0])
     opt = torch.optim.Adam([dict(params=gates.parameters(), lr=opts.lr * scale),
@@ -198,7 +199,8 @@ def joint_run(model: EdgeViT, data: list, *, full_cost: float, target_cost: floa
             gates.retarget(model.config, full_cost - (full_cost - target_cost) * (1 - (1 - t) ** 3), metric)
             x, y = data[(step - 1) % len(data)]
             gates.labels = y
-            loss = F.cross_entropy(model(x), y) + opts.tie * gates.spread()
+            with autocast(x.device):
+                loss = F.cross_entropy(model(x), y) + opts.tie * gates.spread()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -244,7 +246,8 @@ def xpruner(model: EdgeViT, task, within_budget, *, target_cost: float, metric: 
             sel, n = global_ranking(folded.config, gates.scores(), lambda s: within_budget(s, folded))
             evaluated += n
             pruned = sel.apply(folded)
-            top1 = evaluate(pruned, task.val, preprocess=task.preprocess, limit=opts.val_samples, desc=None)["top1"]
+            top1 = evaluate(pruned, task.val, preprocess=task.preprocess, limit=opts.val_samples,
+                            batch_size=batch_size, desc=None)["top1"]
             point = dict(lr=opts.lr * scale, weight_lr=opts.weight_lr * scale, steps=step, val_top1=top1,
                          weights_moved=_moved(model, run_model))
             grid.append(point)

@@ -36,7 +36,10 @@ def fit_device_gmm(model, data: str, *, classes: str | Sequence[str | int], out:
     from ..atomic import prepare_parent
 
     prepare_parent(Path(out))
+    from ..device import device
+
     base, _ = load_base(model)
+    base = base.to(device())
     cfg = base.config
     if cfg.classes is not None:
         raise NuwaError(f"model {model} is a derived model (classes {cfg.classes}); fit-gmm needs the base model")

@@ -35,7 +35,7 @@ def prune_embedding(model: EdgeViT, keep: list[int]) -> EdgeViT:
     state = {}
     for k, v in state_of(model).items():
         axis = embed_axis(k)
-        state[k] = v if axis is None else v.index_select(axis, idx)
+        state[k] = v if axis is None else v.index_select(axis, idx.to(v.device))
     base_index = cfg.embed_index if cfg.embed_index is not None else list(range(cfg.embed_dim))
     new = cfg.with_layers(cfg.layers, embed_dim=idx.numel(), embed_index=[base_index[i] for i in idx.tolist()])
     return rebuild(new, state)

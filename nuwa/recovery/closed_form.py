@@ -225,7 +225,7 @@ def refit_on_task(pruned: EdgeViT, base: EdgeViT, task: Any, *, ridge: float, ca
         raise NuwaError("recovery closed-form does not support a distilled model with both heads; use finetune")
 
     def val_metrics() -> dict[str, Any]:  # the same call as the derivation's report, so the numbers match
-        m = evaluate(pruned, task.val, preprocess=task.preprocess, desc=None)
+        m = evaluate(pruned, task.val, preprocess=task.preprocess, batch_size=batch_size, desc=None)
         return dict(loss=m["loss"], top1=m["top1"])
 
     before = val_metrics()

@@ -18,9 +18,20 @@ if importlib.util.find_spec("nuwa") is None:  # not installed (conda deployment)
     sys.path.insert(0, os.getcwd())
 
 
+def job_device(snakemake: Any) -> str:
+    """Where this job computes: `--config device=D` for every job; else `cuda` when its rule asks
+    for a GPU (params.yaml: profiles.P.resources.RULE.gpu > 0); else the profile's `device`."""
+    config = snakemake.config
+    if config.get("device"):
+        return config["device"]
+    if int(snakemake.resources.get("gpu", 0) or 0) > 0:
+        return "cuda"
+    return config["profiles"][config["profile"]].get("device", "cpu")
+
+
 def start(snakemake: Any, name: str) -> logging.Logger:
     """Send this job's stdout, stderr (progress bars, warnings) and logging to its log file,
-    and give torch the job's threads."""
+    give torch the job's threads and nuwa the job's device (`job_device`)."""
     log_path = Path(snakemake.log[0])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     stream = open(log_path, "w", buffering=1)
@@ -29,8 +40,11 @@ def start(snakemake: Any, name: str) -> logging.Logger:
     import torch
 
     torch.set_num_threads(max(1, int(snakemake.threads)))
+    from nuwa.device import Runtime, set_runtime
+
+    device = set_runtime(Runtime(device=job_device(snakemake)))
     log = logging.getLogger(name)
-    log.info("threads=%s params=%s", snakemake.threads, dict(snakemake.params.items()))
+    log.info("threads=%s device=%s params=%s", snakemake.threads, device, dict(snakemake.params.items()))
     return log
 
 
@@ -55,6 +69,10 @@ def model_dir(files: list[str]) -> str:
 
 
 # ---- `nuwa` commands, run in this process ---------------------------------------------------------
+# The commands that take --device and compute with the model (bench is timed where its rule says).
+DEVICE_COMMANDS = ("pretrain", "prepare", "derive", "finetune", "eval", "fit-gmm")
+
+
 class NuwaFailed(RuntimeError):
     """A `nuwa` command exited with a non-zero status; `error` is the line it printed saying why
     (status 2: the user's error, such as a budget no model meets)."""
@@ -88,6 +106,7 @@ def run_nuwa(commands: list[list[Any]], log: str | Path, *, options: dict | None
     import yaml
 
     from nuwa.cli import main
+    from nuwa.device import current
 
     commands = [[str(a) for a in c] for c in commands]
     env = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
@@ -102,6 +121,8 @@ def run_nuwa(commands: list[list[Any]], log: str | Path, *, options: dict | None
             print(f"# options: {json.dumps(dict(options), sort_keys=True)}")
         for i, args in enumerate(commands, 1):
             args = args + extra
+            if args[0] in DEVICE_COMMANDS and "--device" not in args:  # the job's device, not auto
+                args += ["--device", current().device]
             tag = f"[{i}/{len(commands)}] " if len(commands) > 1 else ""
             digest = _model_digest(_option(args, "--model")) if reuse_identical else None
             if digest is not None and digest in done:

@@ -7,7 +7,8 @@ per alpha. snakemake.params.options (optional): derive options, handed over as a
 (`--options`). snakemake.params.reuse_identical (optional): a run whose `--model` directory holds
 the same bytes as an earlier run's of this job gets a copy of that run's `--out` (see run_nuwa).
 Progress bars and messages go to the job's log; the JSON object a command prints last goes to
-snakemake.output.json when the rule has one. torch gets the job's threads.
+snakemake.output.json when the rule has one. torch gets the job's threads, the commands the job's
+device (`_common.job_device`).
 """
 import json
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, sm.scriptdir)
-from _common import NuwaFailed, run_nuwa, write_json  # noqa: E402
+from _common import NuwaFailed, job_device, run_nuwa, write_json  # noqa: E402
 
 threads = str(max(1, int(sm.threads)))
 os.environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)  # before torch is imported
@@ -31,10 +32,14 @@ sys.stdout = sys.stderr = log
 import torch  # noqa: E402
 
 torch.set_num_threads(int(threads))
+from nuwa.device import Runtime, set_runtime  # noqa: E402
+from nuwa.errors import NuwaError  # noqa: E402
+
 try:
+    print(f"# device: {set_runtime(Runtime(device=job_device(sm)))}")
     outputs = run_nuwa(runs, sm.log[0], options=sm.params.get("options"),
                        reuse_identical=bool(sm.params.get("reuse_identical")))
-except NuwaFailed as e:
+except (NuwaFailed, NuwaError) as e:  # NuwaError: the job's device is missing
     sys.exit(str(e))
 if "json" in sm.output.keys():
     last = next((o for o in reversed(outputs) if o is not None), "")

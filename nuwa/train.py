@@ -201,8 +201,7 @@ def fit(
     step_kw = dict(loss_fn=loss_fn, teacher=teacher, cols=cols, label_smoothing=label_smoothing)
     best = None  # (validation loss, epoch, weights) of the best weights so far
     if val_ds is not None:
-        start_metrics = evaluate(model, val_ds, preprocess=preprocess, batch_size=batch_size,
-                                 desc=None if desc is None else "val")
+        start_metrics = evaluate(model, val_ds, preprocess=preprocess, desc=None if desc is None else "val")
         history.update(guard="val_loss", val_at_start=dict(top1=start_metrics["top1"], loss=start_metrics["loss"]))
         best = (start_metrics["loss"], 0, _snapshot(model))
     with torch.random.fork_rng(devices=fork_devices):
@@ -219,7 +218,7 @@ def fit(
                         model, optimizer, train_ds, history, bar=bar, batch_size=batch_size, seed=epoch_seed,
                         limit=limit, augment_gen=augment_gen if augment else None, preprocess=preprocess,
                         schedule=schedule, step_kw=step_kw, where=f"{desc or 'fit'} epoch {epoch + 1}")
-                    record = _end_epoch(model, epoch, train_loss, val_ds, preprocess, start, desc, batch_size)
+                    record = _end_epoch(model, epoch, train_loss, val_ds, preprocess, start, desc)
                     if record["val_top1"] is not None:
                         bar.set_postfix(loss=f"{train_loss:.4f}", val_top1=f"{record['val_top1']:.4f}")
                 finally:
@@ -305,11 +304,10 @@ def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y
 
 
 def _end_epoch(model: nn.Module, epoch: int, train_loss: float, val_ds: Any, preprocess: Preprocessor,
-               start: float, desc: str | None, batch_size: int = 256) -> dict[str, Any]:
+               start: float, desc: str | None) -> dict[str, Any]:
     record: dict[str, Any] = dict(epoch=epoch + 1, train_loss=train_loss, val_top1=None, val_loss=None)
     if val_ds is not None:
-        metrics = evaluate(model, val_ds, preprocess=preprocess, batch_size=batch_size,
-                           desc=None if desc is None else "val")
+        metrics = evaluate(model, val_ds, preprocess=preprocess, desc=None if desc is None else "val")
         record.update(val_top1=metrics["top1"], val_loss=metrics["loss"])
     record["seconds"] = time.perf_counter() - start
     return record

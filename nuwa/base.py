@@ -31,8 +31,9 @@ def load_base(model: str | Path | EdgeViT, *, checkpoint: str | Path | None = No
         return io.load(path), path
     if path.exists() or "/" in str(model):
         raise NuwaError(f"model {str(model)!r}: no such model directory")
-    from .convert import create_base, from_timm
+    from .convert import check_model_name, create_base, from_timm
 
+    check_model_name(str(model))  # a ViT: a MobileViT derives from a base directory
     return from_timm(create_base(str(model), checkpoint=checkpoint, **timm_kwargs), class_names=class_names), None
 
 

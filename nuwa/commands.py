@@ -47,6 +47,8 @@ def run_info(args: argparse.Namespace) -> int:
 
     model = io.load(args.dir)
     cfg = model.config
+    if not hasattr(cfg, "layers"):  # a MobileViT: blocks, not a stack of uniform layers
+        return _mobilevit_info(args, cfg)
     info = dict(
         depth=cfg.depth, embed_dim=cfg.embed_dim, num_classes=cfg.num_classes,
         img_size=list(cfg.img_size), patch_size=cfg.patch_size, in_chans=cfg.in_chans,
@@ -67,6 +69,26 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mobilevit_info(args: argparse.Namespace, cfg) -> int:
+    from .mobilevit import cost
+
+    info = dict(family="mobilevit", task=cfg.task, num_classes=cfg.num_classes, img_size=list(cfg.img_size),
+                in_chans=cfg.in_chans, transformer_layers=cfg.depth, params=cost.count_params(cfg),
+                flops=cost.count_flops(cfg), blocks=cfg.block_table(), classes=cfg.classes,
+                class_names=cfg.class_names)
+    if not args.json:
+        print(f"{args.dir}: MobileViT ({cfg.task}), {cfg.depth} transformer layers, {cfg.num_classes} classes, "
+              f"{cfg.in_chans}x{cfg.img_size[0]}x{cfg.img_size[1]} input")
+        print(f"params {info['params']:,} ({info['params'] / 1e6:.2f} M)")
+        print(f"FLOPs  {info['flops']:,} ({info['flops'] / 1e9:.3f} G MACs)")
+        for r in info["blocks"]:
+            sizes = (f"mid {r['mid']}" if r["kind"] == "ir" else f"width {r['width']}, layers " + "; ".join(
+                f"{l['heads']}h qk{l['qk']} v{l['v']} mlp{l['mlp']}" for l in r["layers"]))
+            print(f"{r['block']:>5} {r['kind']:>4} out {r['out']:>4} stride {r['stride']}  {sizes}")
+    print(json.dumps(info))
+    return 0
+
+
 def run_export(args: argparse.Namespace) -> int:
     from .export import DEFAULT_CALIB_SAMPLES, export, parse_precision
 
@@ -79,8 +101,16 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_mobilevit(name: str) -> bool:
+    return name.split(".")[0].startswith(("mobilevit", "semobilevit"))
+
+
 def run_pretrain(args: argparse.Namespace) -> int:
     runtime = runtime_of(args)
+    if _is_mobilevit(args.model):
+        return _pretrain_mobilevit(args, runtime)
+    if args.teacher is not None:
+        raise NuwaError(f"--teacher is for MobileViT bases; {args.model} trains without one")
     from .pretrain import pretrain
 
     with use(runtime):
@@ -93,6 +123,25 @@ def run_pretrain(args: argparse.Namespace) -> int:
             probe_lr=args.probe_lr,
         )
     print(json.dumps(dict(out=str(args.out), test_top1=report["test_top1"], params=report["params"])))
+    return 0
+
+
+def _pretrain_mobilevit(args: argparse.Namespace, runtime: Runtime) -> int:
+    for flag in ("embed_dim", "depth", "num_heads", "patch_size", "in_chans", "limit", "probe_limit"):
+        if getattr(args, flag) is not None:
+            raise NuwaError(f"--{flag.replace('_', '-')} does not apply to MobileViT {args.model}")
+    if args.pretrained or args.probe_epochs:
+        raise NuwaError(f"--{'pretrained' if args.pretrained else 'probe-epochs'} does not apply to MobileViT "
+                        f"{args.model} (its weights come from --checkpoint FILE or timm's initialisation)")
+    from .mobilevit.base import pretrain
+
+    with use(runtime):
+        _, report = pretrain(args.model, args.data, out=args.out, epochs=args.epochs, img_size=args.img_size,
+                             lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed,
+                             checkpoint=args.checkpoint, teacher=args.teacher, kd_alpha=args.kd_alpha,
+                             kd_tau=args.kd_tau, feature_weight=args.feature_weight, decoder_dim=args.decoder_dim)
+    keys = ("task", "test_top1", "test_miou", "params", "flops")
+    print(json.dumps(dict(out=str(args.out), **{k: report[k] for k in keys if k in report})))
     return 0
 
 
@@ -116,10 +165,13 @@ def run_derive(args: argparse.Namespace) -> int:
     with use(runtime):
         _, report = derive(args.model, data, finetune_epochs=args.finetune_epochs, seed=args.seed,
                            checkpoint=args.checkpoint, out=args.out, options=opts, proxy_gmm=args.proxy_gmm,
-                           **request)
+                           teacher=args.teacher, teacher_checkpoint=args.teacher_checkpoint, **request)
     keys = ("method", "rate_target", "metric", "rate_achieved", "params", "flops", "base_params", "base_flops",
             "depth", "embed_dim", "val_top1_before_recovery", "val_top1", "derive_seconds", "data_regime")
-    summary = {k: report.get(k) for k in keys}
+    if report.get("family") == "mobilevit":
+        keys = keys[:8] + ("task", "val_top1_before_recovery", "val_top1", "val_miou_before_recovery", "val_miou",
+                           "derive_seconds")
+    summary = {k: report.get(k) for k in keys if k in report or report.get("family") != "mobilevit"}
     if report.get("rate_note"):  # the achieved rate is off the request: say why, on stderr too
         summary["rate_note"] = report["rate_note"]
         print(f"note: rate {report['rate_achieved']:.3f} for --rate {report['rate_target']}: {report['rate_note']}",
@@ -186,6 +238,17 @@ def run_eval(args: argparse.Namespace) -> int:
         return 0
     if args.model is None:
         raise NuwaError("one of --model DIR or --onnx FILE is required")
+    from .io import read_config
+
+    if getattr(read_config(args.model), "task", None) == "segment":
+        from .mobilevit.evaluate import evaluate_dir as evaluate_segmenter_dir
+
+        if args.per_image or args.subtask:
+            raise NuwaError("--per-image and --subtask are for classifiers; a segmenter takes --classes")
+        with use(runtime):
+            print(json.dumps(evaluate_segmenter_dir(args.model, args.data, classes=args.classes, split=args.split,
+                                                    batch_size=args.batch_size, limit=args.limit)))
+        return 0
     with use(runtime):
         print(json.dumps(evaluate_dir(args.model, args.data, classes=args.classes, subtask=args.subtask,
                                       split=args.split, batch_size=args.batch_size, limit=args.limit,

@@ -19,12 +19,20 @@ def check_model_name(name: str) -> None:
 
     if not timm.is_model(name):
         raise NuwaError(f"unknown timm model name {name!r}")
+    if _is_mobilevit(name):
+        raise NuwaError(f"model {name!r} is a MobileViT: derive from a base directory (nuwa pretrain --model {name}, "
+                        "or nuwa.save(nuwa.from_timm(nuwa.create_base(name), img_size=...), DIR))")
     if not timm.models.is_model_in_modules(name, ["vision_transformer", "deit"]):
         raise NuwaError(f"model {name!r} is not a plain timm VisionTransformer (from timm's ViT/DeiT modules)")
 
 
+def _is_mobilevit(name: str) -> bool:
+    return name.split(".")[0].startswith(("mobilevit", "semobilevit"))
+
+
 def create_base(name: str, *, pretrained: bool = False, checkpoint: str | Path | None = None, **timm_kwargs: Any) -> nn.Module:
     """Build a timm ViT by name; weights from a local `checkpoint` file or (pretrained=True) the hub.
+    A MobileViT name builds timm's MobileViT (`nuwa.mobilevit.convert.create`; local weights only).
 
     The local file goes through timm's own loader (`pretrained_cfg_overlay=dict(file=...)`),
     so timm's checkpoint filters apply (position-embedding resampling, classifier reset when
@@ -32,6 +40,10 @@ def create_base(name: str, *, pretrained: bool = False, checkpoint: str | Path |
     """
     import timm
 
+    if _is_mobilevit(name) and not pretrained:
+        from .mobilevit.convert import create
+
+        return create(name, checkpoint=None if checkpoint is None else str(checkpoint), **timm_kwargs)
     check_model_name(name)
     if checkpoint is not None:
         ckpt = Path(checkpoint)
@@ -180,12 +192,20 @@ def _layer_scale(ls: nn.Module) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def from_timm(model: nn.Module, *, class_names: list[str] | None = None) -> EdgeViT:
+def from_timm(model: nn.Module, *, class_names: list[str] | None = None, **mobilevit_kwargs: Any) -> EdgeViT:
     """Convert a timm `VisionTransformer` into an `EdgeViT` computing the same function.
 
     LayerScale (if present) is folded into the attention output and second MLP linear; timm's
-    final norm (`norm`, or `fc_norm` after average pooling) becomes `EdgeViT.norm`.
+    final norm (`norm`, or `fc_norm` after average pooling) becomes `EdgeViT.norm`. A timm
+    MobileViT becomes an `EdgeMobileViT` (`nuwa.mobilevit.convert.from_timm`, whose keyword
+    arguments, such as `img_size` and `task`, pass through).
     """
+    if type(model).__name__ == "ByobNet":
+        from .mobilevit.convert import from_timm as mobilevit_from_timm
+
+        return mobilevit_from_timm(model, class_names=class_names, **mobilevit_kwargs)
+    if mobilevit_kwargs:
+        raise TypeError(f"from_timm() got unexpected keyword arguments {sorted(mobilevit_kwargs)} for a ViT")
     check_convertible(model)
     edge = EdgeViT(_config_of(model, class_names))
     _copy_embedding(model, edge)

@@ -62,10 +62,20 @@ def bias_params(cfg: EdgeViTConfig) -> int:
     return per_layer + d * int(cfg.patch_bias) + cfg.num_classes * cfg.num_heads_out
 
 
+def _mobilevit(x):
+    """The MobileViT config of `x` (a config or a model), or None: its counts are nuwa.mobilevit.cost's."""
+    cfg = getattr(x, "config", x)
+    return cfg if hasattr(cfg, "stages") else None
+
+
 def count_params(x: EdgeViTConfig | nn.Module) -> int:
-    """Exact parameter count of a model, or of the model a config describes."""
+    """Exact parameter count of a model, or of the model a config describes (EdgeViT or MobileViT)."""
     if isinstance(x, nn.Module):
         return sum(p.numel() for p in x.parameters())
+    if _mobilevit(x) is not None:
+        from .mobilevit.cost import count_params as mobilevit_params
+
+        return mobilevit_params(x)
     return params_of_sizes(x, x.embed_dim, [(l.num_heads, l.qk_dim, l.v_dim, l.mlp_dim) for l in x.layers])
 
 
@@ -81,6 +91,10 @@ def flops_eq8(cfg: EdgeViTConfig) -> int:
 
 def count_flops(x: EdgeViTConfig | nn.Module) -> int:
     """Multiply-accumulates of one image's forward pass (matrix products only, see module doc)."""
+    if _mobilevit(x) is not None:
+        from .mobilevit.cost import count_flops as mobilevit_flops
+
+        return mobilevit_flops(_mobilevit(x))
     cfg = _config(x)
     return flops_of_sizes(cfg, cfg.embed_dim, [(l.num_heads, l.qk_dim, l.v_dim, l.mlp_dim) for l in cfg.layers])
 
@@ -123,7 +137,9 @@ def measure_flops(model: nn.Module, input_shape: tuple[int, ...] | None = None) 
     from torch.utils.flop_counter import FlopCounterMode
 
     if input_shape is None:
-        cfg = _config(model)
+        cfg = getattr(model, "config", None)  # EdgeViT or EdgeMobileViT: both know their input
+        if cfg is None:
+            raise TypeError(f"{type(model).__name__} has no config: pass input_shape")
         input_shape = (1, cfg.in_chans, *cfg.img_size)
     param = next(model.parameters())
     x = torch.zeros(input_shape, dtype=param.dtype, device=param.device)
@@ -144,7 +160,7 @@ def cost_of_sizes(cfg: EdgeViTConfig, d, layers, metric: str):
 def cost(x: EdgeViTConfig | nn.Module, metric: str) -> int:
     """The pruning budget's measure: 'params' (exact count) or 'flops' (MACs)."""
     if metric == "params":
-        return count_params(_config(x))
+        return count_params(_mobilevit(x) or _config(x))
     if metric == "flops":
         return count_flops(x)
     raise ValueError(f"unknown cost metric {metric!r}; expected 'params' or 'flops'")

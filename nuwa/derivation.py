@@ -16,9 +16,6 @@ of the sub-task's classes.
 """
 from __future__ import annotations
 
-import contextlib
-import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -30,34 +27,9 @@ from .model import EdgeViT
 from .options import RATE_TOLERANCE, DeriveOptions, check_recovery, check_request
 from .methods import METHODS
 from .task import open_base_data, open_subtask
+from .timing import PhaseTimer, peak_rss_mb  # noqa: F401  (re-exported: derivations report both)
 
 
-def peak_rss_mb() -> float | None:
-    """This process's peak resident memory so far (ru_maxrss), in MiB; None where unknown."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)  # bytes on macOS, KiB on Linux
-
-
-class PhaseTimer:
-    """Wall-clock seconds per phase, and the process's peak resident memory when each phase
-    last ended (`peak_rss_mb`: the first phase whose value jumps is the one that needed it)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self.peak_rss_mb: dict[str, float | None] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, phase: str):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
-            self.peak_rss_mb[phase] = peak_rss_mb()
 
 
 class Budget:
@@ -121,16 +93,34 @@ def derive(
     out: str | Path | None = None,
     options: DeriveOptions | None = None,
     proxy_gmm: str | Path | None = None,
+    teacher: str | None = None,
+    teacher_checkpoint: str | None = None,
 ) -> tuple[EdgeViT, dict]:
     """Derive an edge ViT for `classes` (names or indices of the base model's classes) or a named
     `subtask`, at a pruning `rate` of `metric` or within `latency_ms`. Returns (model, report);
     with `out`, also writes the model directory (config, weights, report.json) atomically.
     With `proxy_gmm` (a device's gmm.json, `nuwa fit-gmm`), `data` is a public pool and the data
     set is its samples the device's mixture scores highest (nuwa.proxy); `classes` defaults to
-    the gmm's class names."""
+    the gmm's class names. A MobileViT base directory is derived by `nuwa.mobilevit.derive`
+    (`teacher`: its distillation teacher)."""
     opts = (options or DeriveOptions()).validate().for_seed(seed)
     check_request(rate=rate, metric=metric, latency_ms=latency_ms, method=method, recovery=recovery,
                   finetune_epochs=finetune_epochs, classes=classes, subtask=subtask, proxy_gmm=proxy_gmm)
+    if isinstance(model, (str, Path)) and Path(model).is_dir() and not hasattr(io.read_config(model), "layers"):
+        for name, value in (("latency_ms", latency_ms), ("proxy_gmm", proxy_gmm), ("subtask", subtask),
+                            ("checkpoint", checkpoint)):
+            if value is not None:
+                raise NuwaError(f"{name.replace('_', '-')} {value!r} is not available for a MobileViT base")
+        from .mobilevit.derive import derive as derive_mobilevit
+
+        return derive_mobilevit(model, data, classes=classes, rate=rate, metric=metric, method=method,
+                                recovery=recovery, finetune_epochs=finetune_epochs, seed=seed, out=out, options=opts,
+                                teacher=teacher, teacher_checkpoint=teacher_checkpoint)
+    if teacher is not None or teacher_checkpoint is not None:
+        raise NuwaError("--teacher is for MobileViT bases; a ViT's distill recovery distils from its base")
+    if method not in METHODS:
+        raise NuwaError(f"method {method!r} (seed 004's weight-norm recipe) is for MobileViT bases; a ViT takes "
+                        f"{', '.join(METHODS)}")
     from .evaluate import evaluate
     from .train import seed_everything
 

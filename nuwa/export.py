@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+from torch import nn
 
 from . import io
 from .arch import EdgeViTConfig
@@ -205,9 +206,11 @@ def _check_runs(path: Path, config: EdgeViTConfig) -> None:
     except Exception as e:  # noqa: BLE001 - any ORT failure means the conversion produced a bad file
         raise NuwaError(f"{path.name}: ONNX Runtime cannot run the converted model ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:200]})") from None
-    if out.shape != (1, config.num_classes) or out.dtype != np.float32 or not np.isfinite(out).all():
+    shape = (1, config.num_classes) if getattr(config, "task", "classify") == "classify" else \
+        (1, config.num_classes, *config.img_size)
+    if out.shape != shape or out.dtype != np.float32 or not np.isfinite(out).all():
         raise NuwaError(f"{path.name}: converted model gives {out.dtype} logits of shape {out.shape}, not finite "
-                        f"float32 (1, {config.num_classes})")
+                        f"float32 {shape}")
 
 
 def convert(src: str | Path, path: str | Path, *, config: EdgeViTConfig, precision: str = "fp32",
@@ -261,7 +264,7 @@ def export(model_or_dir: EdgeViT | str | Path, path: str | Path, *, precision: s
     if calib is not None and mode != "static":
         raise NuwaError(f"calibration data {str(calib)!r} is only used by static int8, not {precision}"
                         f"{'' if mode is None else '-' + mode}")
-    model = model_or_dir if isinstance(model_or_dir, EdgeViT) else io.load(model_or_dir)
+    model = model_or_dir if isinstance(model_or_dir, nn.Module) else io.load(model_or_dir)
     # Read the calibration data before exporting: a bad spec fails in a second, not after the export.
     data = calibration_batches(model.config, calib, samples=calib_samples, seed=seed) if mode == "static" else None
     with tempfile.TemporaryDirectory(prefix="nuwa-export-") as d:
@@ -283,5 +286,13 @@ def read_meta(path: str | Path) -> tuple[EdgeViTConfig | None, str | None]:
     except Exception as e:  # noqa: BLE001 - protobuf decode errors have no common base
         raise NuwaError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
     meta = {p.key: p.value for p in model.metadata_props}
-    cfg = EdgeViTConfig.from_json(meta[META_CONFIG]) if META_CONFIG in meta else None
+    cfg = None
+    if META_CONFIG in meta:
+        d = json.loads(meta[META_CONFIG])
+        if d.get("family") == "mobilevit":
+            from .mobilevit.arch import MobileViTConfig
+
+            cfg = MobileViTConfig.from_dict(d)
+        else:
+            cfg = EdgeViTConfig.from_dict(d)
     return cfg, meta.get(META_PRECISION)

@@ -118,25 +118,32 @@ def _per_sample_grads(model: EdgeViT, params: dict[str, torch.Tensor], loss_fn):
     return run
 
 
+def layer_groups(saliency: dict[str, torch.Tensor], p: str, lc) -> tuple[torch.Tensor, ...]:
+    """(heads, qk, v, neurons) scores of the transformer layer whose tensors are named `p + "attn.qkv.weight"`
+    etc. (`lc` its `LayerConfig`): shared by every model built from `EdgeBlock`s."""
+    where = saliency[p + "attn.qkv.weight"].device
+    zero = lambda n: torch.zeros(n, device=where)  # noqa: E731  (a missing bias contributes nothing)
+    H, dq, dv = lc.num_heads, lc.qk_dim, lc.v_dim
+    a = p + "attn."
+    rows = saliency[a + "qkv.weight"].sum(1) + saliency.get(a + "qkv.bias", zero(H * (2 * dq + dv)))
+    q_rows, k_rows = rows[: H * dq].view(H, dq), rows[H * dq: 2 * H * dq].view(H, dq)
+    v_rows = rows[2 * H * dq:].view(H, dv)
+    o_cols = saliency[a + "proj.weight"].sum(0).view(H, dv)
+    qk, v = q_rows + k_rows, v_rows + o_cols
+    m = p + "mlp."
+    neurons = (saliency[m + "fc1.weight"].sum(1) + saliency.get(m + "fc1.bias", zero(lc.mlp_dim))
+               + saliency[m + "fc2.weight"].sum(0))
+    return qk.sum(1) + v.sum(1), qk, v, neurons
+
+
 def group_scores(model: EdgeViT, saliency: dict[str, torch.Tensor], passes: int = 0) -> GroupScores:
     """Sum per-weight saliencies into the structural groups of `model`."""
     cfg = model.config
     where = next(iter(saliency.values())).device
-    zero = lambda n: torch.zeros(n, device=where)  # noqa: E731  (a missing bias contributes nothing)
     heads, qk, v, neurons = [], [], [], []
     for i, lc in enumerate(cfg.layers):
-        H, dq, dv = lc.num_heads, lc.qk_dim, lc.v_dim
-        p = f"blocks.{i}.attn."
-        rows = saliency[p + "qkv.weight"].sum(1) + saliency.get(p + "qkv.bias", zero(H * (2 * dq + dv)))
-        q_rows, k_rows = rows[: H * dq].view(H, dq), rows[H * dq: 2 * H * dq].view(H, dq)
-        v_rows = rows[2 * H * dq:].view(H, dv)
-        o_cols = saliency[p + "proj.weight"].sum(0).view(H, dv)
-        qk.append(q_rows + k_rows)
-        v.append(v_rows + o_cols)
-        heads.append(qk[-1].sum(1) + v[-1].sum(1))
-        m = f"blocks.{i}.mlp."
-        neurons.append(saliency[m + "fc1.weight"].sum(1) + saliency.get(m + "fc1.bias", zero(lc.mlp_dim))
-                       + saliency[m + "fc2.weight"].sum(0))
+        h, q, vv, n = layer_groups(saliency, f"blocks.{i}.", lc)
+        heads.append(h), qk.append(q), v.append(vv), neurons.append(n)
     embed = torch.zeros(cfg.embed_dim, device=where)
     for name, s in saliency.items():
         axis = embed_axis(name)

@@ -51,13 +51,20 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def _model_classes() -> tuple[type, ...]:
+    from .mobilevit.model import EdgeMobileViT
+
+    return (EdgeViT, EdgeMobileViT)
+
+
 def save(model: EdgeViT, path: str | Path, *, report: dict[str, Any] | None = None) -> Path:
     """Write a model directory atomically; returns its path.
 
     If `report` is given it is written as `report.json` with the SHA-256 of the weights added.
     """
-    if not isinstance(model, EdgeViT):
-        raise TypeError(f"nuwa.save expects an EdgeViT, got {type(model).__name__} (convert with nuwa.from_timm)")
+    if not isinstance(model, _model_classes()):
+        raise TypeError(f"nuwa.save expects an EdgeViT or EdgeMobileViT, got {type(model).__name__} "
+                        "(convert with nuwa.from_timm)")
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_dir(path) as tmp:
@@ -81,12 +88,36 @@ def read_report(path: str | Path) -> dict[str, Any] | None:
         raise NuwaError(f"{f}: not valid JSON ({e})") from None
 
 
+def read_config(path: str | Path):
+    """A model directory's config: `EdgeViTConfig`, or `MobileViTConfig` for `"family": "mobilevit"`."""
+    f = Path(path) / CONFIG_FILE
+    try:
+        family = json.loads(f.read_text()).get("family")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        family = None  # EdgeViTConfig.read names the problem
+    if family == "mobilevit":
+        from .mobilevit.arch import MobileViTConfig
+
+        return MobileViTConfig.read(f)
+    return EdgeViTConfig.read(f)
+
+
+def build(config) -> EdgeViT:
+    """The model class a config describes, freshly initialised."""
+    if isinstance(config, EdgeViTConfig):
+        return EdgeViT(config)
+    from .mobilevit.model import EdgeMobileViT
+
+    return EdgeMobileViT(config)
+
+
 def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> EdgeViT:
-    """Load a model directory into an eval-mode `EdgeViT`, checking every tensor's shape."""
+    """Load a model directory into an eval-mode `EdgeViT` (or `EdgeMobileViT`), checking every
+    tensor's shape."""
     path = Path(path)
     if not path.is_dir():
         raise NuwaError(f"{path}: no such model directory")
-    config = EdgeViTConfig.read(path / CONFIG_FILE)
+    config = read_config(path)
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise NuwaError(f"{weights}: missing (a model directory holds {CONFIG_FILE} and {WEIGHTS_FILE})")
@@ -94,7 +125,7 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> EdgeV
         state = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError, RuntimeError) as e:
         raise NuwaError(f"{weights}: corrupt or truncated safetensors file ({e})") from None
-    model = EdgeViT(config)
+    model = build(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

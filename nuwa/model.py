@@ -94,7 +94,27 @@ class EdgeBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class EdgeViT(nn.Module):
+class ImageModel:
+    """What every nuwa model shares (`EdgeViT`, `EdgeMobileViT`): its class count, and a check
+    that an input has the shape its config was built for."""
+
+    config: object
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def check_input(self, x: torch.Tensor) -> None:
+        c = self.config
+        expected = (c.in_chans, *c.img_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise NuwaError(
+                f"input shape {tuple(x.shape)} does not fit the model: expected (B, {expected[0]}, "
+                f"{expected[1]}, {expected[2]})"
+            )
+
+
+class EdgeViT(ImageModel, nn.Module):
     """ViT built from an `EdgeViTConfig`: timm's `VisionTransformer` (and DeiT's distilled one)
     with per-layer sizes.
 
@@ -138,19 +158,6 @@ class EdgeViT(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
-
-    def check_input(self, x: torch.Tensor) -> None:
-        c = self.config
-        expected = (c.in_chans, *c.img_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            raise NuwaError(
-                f"input shape {tuple(x.shape)} does not fit the model: expected (B, {expected[0]}, "
-                f"{expected[1]}, {expected[2]})"
-            )
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Image -> the tokens the first block reads: patches, prefix tokens, position, pre-norm."""

@@ -13,6 +13,8 @@ from .errors import NuwaError
 # The names a request may use, known without importing the code behind them (nuwa.methods and
 # nuwa.recovery check their registries against these).
 METHOD_NAMES = ("nuwa", "random", "nvit", "xpruner")
+# Methods for MobileViT bases only: seed 004's weight-norm recipe (nuwa.mobilevit.methods).
+HYBRID_METHOD_NAMES = ("norm", "nuwa-norm")
 RECOVERY_NAMES = ("finetune", "distill", "closed-form", "none")
 METRICS = ("params", "flops")
 ADAPTIVE_DIMS = ("qk", "v", "mlp", "embed")
@@ -237,8 +239,9 @@ def check_request(*, rate, metric, latency_ms, method, recovery, finetune_epochs
         raise NuwaError(f"latency budget {latency_ms!r} ms must be a positive number")
     if metric not in METRICS:
         raise NuwaError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
-    if method not in METHOD_NAMES:
-        raise NuwaError(f"unknown method {method!r}; expected one of {', '.join(sorted(METHOD_NAMES))}")
+    if method not in METHOD_NAMES + HYBRID_METHOD_NAMES:
+        raise NuwaError(f"unknown method {method!r}; expected one of "
+                        f"{', '.join(sorted(METHOD_NAMES + HYBRID_METHOD_NAMES))}")
     check_recovery(recovery, finetune_epochs)
     if classes is not None and subtask is not None or (proxy_gmm is None and classes is None and subtask is None):
         # With proxy_gmm neither is needed: the classes default to the gmm's class names.

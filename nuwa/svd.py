@@ -186,55 +186,63 @@ def reparametrize(model: EdgeViT, method: str = "product", *, qk: bool = True, v
     state = {k: v.cpu() for k, v in state_of(model).items()}
     spectra = Spectra(qk=[], v=[])
     for i in range(cfg.depth):
-        lc = layer_config(model, i)
-        H, dq, dv = lc.num_heads, lc.qk_dim, lc.v_dim
-        p = f"blocks.{i}.attn."
-        dtype = state[p + "qkv.weight"].dtype
-        w = state[p + "qkv.weight"].double()
-        b = state[p + "qkv.bias"].double() if p + "qkv.bias" in state else None
-        wo = state[p + "proj.weight"].double()
-        bo = state[p + "proj.bias"].double() if p + "proj.bias" in state else None
-        fold = b is not None and bo is not None
-        wq = wk = wv = None
-        if method == "data":
-            m = stats[i]
-            wq = _whitening(m.augmented() if b is not None else m.second)
-            wk = _whitening(m.within)
-            wv = wq if b is not None and not fold else _whitening(m.second)
-
-        qk_s, v_s = [], []
-        for h in range(H):
-            qs, ks = slice(h * dq, (h + 1) * dq), slice(H * dq + h * dq, H * dq + (h + 1) * dq)
-            vs, cols = slice(2 * H * dq + h * dv, 2 * H * dq + (h + 1) * dv), slice(h * dv, (h + 1) * dv)
-            if qk:
-                a = torch.cat([w[qs], b[qs, None]], dim=1) if b is not None else w[qs]
-                a, w[ks], s = _rotate(method, a, w[ks], wq, wk)
-                w[qs] = a[:, :w.shape[1]]
-                if b is not None:
-                    b[qs], b[ks] = a[:, -1], 0.0  # key bias: a per-query shift, lost in the softmax
-                qk_s.append(_pad(s, dq))
-            if v:
-                if fold:  # value bias: the same W_O,h b_V,h for every token
-                    bo += wo[:, cols] @ b[vs]
-                    b[vs] = 0.0
-                aug = b is not None and not fold
-                a = torch.cat([w[vs], b[vs, None]], dim=1) if aug else w[vs]
-                a, o_t, s = _rotate(method, a, wo[:, cols].T, wv, None)
-                w[vs], wo[:, cols] = a[:, :w.shape[1]], o_t.T
-                if aug:
-                    b[vs] = a[:, -1]
-                v_s.append(_pad(s, dv))
-        state[p + "qkv.weight"] = w.to(dtype)
-        if b is not None:
-            state[p + "qkv.bias"] = b.to(dtype)
-        state[p + "proj.weight"] = wo.to(dtype)
-        if bo is not None:
-            state[p + "proj.bias"] = bo.to(state[p + "proj.bias"].dtype)
+        qk_s, v_s = rotate_layer(state, f"blocks.{i}.attn.", layer_config(model, i), method, qk=qk, v=v,
+                                 moments=stats[i] if method == "data" else None)
         if qk:
-            spectra.qk.append(torch.stack(qk_s).float())
+            spectra.qk.append(qk_s)
         if v:
-            spectra.v.append(torch.stack(v_s).float())
+            spectra.v.append(v_s)
     return rebuild(cfg, state).to(device), spectra
+
+
+@torch.no_grad()
+def rotate_layer(state: dict[str, torch.Tensor], p: str, lc, method: str, *, qk: bool, v: bool,
+                 moments: Moments | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Rotate one attention's tensors in `state` (keys `p + "qkv.weight"`, ...; on the CPU) into
+    its singular basis, in place; returns the (heads, dims) query-key and value spectra.
+    `lc` is the layer's `LayerConfig`. Shared by every model whose attention is `EdgeAttention`."""
+    H, dq, dv = lc.num_heads, lc.qk_dim, lc.v_dim
+    dtype = state[p + "qkv.weight"].dtype
+    w = state[p + "qkv.weight"].double()
+    b = state[p + "qkv.bias"].double() if p + "qkv.bias" in state else None
+    wo = state[p + "proj.weight"].double()
+    bo = state[p + "proj.bias"].double() if p + "proj.bias" in state else None
+    fold = b is not None and bo is not None
+    wq = wk = wv = None
+    if method == "data":
+        wq = _whitening(moments.augmented() if b is not None else moments.second)
+        wk = _whitening(moments.within)
+        wv = wq if b is not None and not fold else _whitening(moments.second)
+
+    qk_s, v_s = [], []
+    for h in range(H):
+        qs, ks = slice(h * dq, (h + 1) * dq), slice(H * dq + h * dq, H * dq + (h + 1) * dq)
+        vs, cols = slice(2 * H * dq + h * dv, 2 * H * dq + (h + 1) * dv), slice(h * dv, (h + 1) * dv)
+        if qk:
+            a = torch.cat([w[qs], b[qs, None]], dim=1) if b is not None else w[qs]
+            a, w[ks], s = _rotate(method, a, w[ks], wq, wk)
+            w[qs] = a[:, :w.shape[1]]
+            if b is not None:
+                b[qs], b[ks] = a[:, -1], 0.0  # key bias: a per-query shift, lost in the softmax
+            qk_s.append(_pad(s, dq))
+        if v:
+            if fold:  # value bias: the same W_O,h b_V,h for every token
+                bo += wo[:, cols] @ b[vs]
+                b[vs] = 0.0
+            aug = b is not None and not fold
+            a = torch.cat([w[vs], b[vs, None]], dim=1) if aug else w[vs]
+            a, o_t, s = _rotate(method, a, wo[:, cols].T, wv, None)
+            w[vs], wo[:, cols] = a[:, :w.shape[1]], o_t.T
+            if aug:
+                b[vs] = a[:, -1]
+            v_s.append(_pad(s, dv))
+    state[p + "qkv.weight"] = w.to(dtype)
+    if b is not None:
+        state[p + "qkv.bias"] = b.to(dtype)
+    state[p + "proj.weight"] = wo.to(dtype)
+    if bo is not None:
+        state[p + "proj.bias"] = bo.to(state[p + "proj.bias"].dtype)
+    return (torch.stack(qk_s).float() if qk else None), (torch.stack(v_s).float() if v else None)
 
 
 def _pad(s: torch.Tensor, n: int) -> torch.Tensor:

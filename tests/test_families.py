@@ -22,8 +22,8 @@ from .conftest import CLASSES
 
 SMALL = dict(pretrained=False, img_size=28, patch_size=7, embed_dim=48, depth=2, num_heads=2, num_classes=5)
 
-# family: (timm name, overrides on SMALL, the EdgeViTConfig fields it sets). The README's table
-# of families is this one.
+# family: (timm name, overrides on SMALL, the EdgeViTConfig fields it sets). The table of families
+# in docs/models.md is this one.
 FAMILIES = {
     "deit3": ("deit3_small_patch16_224", {}, dict(no_embed_class=True)),  # + LayerScale, folded
     "flexivit": ("flexivit_small", {}, dict(no_embed_class=True)),

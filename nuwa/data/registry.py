@@ -57,6 +57,9 @@ def open_split(spec: str | DataSpec, split: str, img_size: Sequence[int] | None 
         return read_cifar(s.root, s.kind, split)
     if s.kind == "npz":
         return read_npz(s.root, split)
+    if s.kind == "scenes":
+        raise NuwaError(f"data spec {str(spec)!r} is a segmentation set: it is read by MobileViT segmenters "
+                        "(nuwa derive on a segmenter base, nuwa.segmentation), not as a classification set")
     if s.kind in ("imagenet", "folder"):
         return FolderDataset(s.root, split, size)
     raise NuwaError(f"data spec {str(spec)!r}: no reader for kind {s.kind!r}")  # parse_spec guards this

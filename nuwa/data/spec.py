@@ -16,6 +16,7 @@ KINDS: dict[str, Path | None] = {
     "imagenet": None,
     "folder": None,
     "npz": None,
+    "scenes": None,  # a segmentation set (nuwa.data.scenes): images with per-pixel labels
 }
 # Spellings people reach for; mapped to the canonical kind so reports stay uniform.
 _ALIASES = {
@@ -59,7 +60,7 @@ def parse_spec(spec: str | DataSpec) -> DataSpec:
     path = Path(root).expanduser()
     if kind != "fashion-mnist" and not path.exists():
         raise NuwaError(f"data spec {spec!r}: path {str(path)!r} does not exist")
-    if kind == "npz" and not path.is_file():
+    if kind in ("npz", "scenes") and not path.is_file():
         raise NuwaError(f"data spec {spec!r}: {str(path)!r} is not a file")
     if kind in ("cifar10", "cifar100", "imagenet", "folder") and not path.is_dir():
         raise NuwaError(f"data spec {spec!r}: {str(path)!r} is not a directory")

@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import timm
 
 import nuwa
 from nuwa.cli import main
 from nuwa.cost import measure_flops
 from nuwa.data.scenes import SCENE_CLASSES, write_scenes
+from nuwa.data.spec import FASHION_MNIST_ROOT
 from nuwa.errors import NuwaError
 from nuwa.mobilevit import cost
 from nuwa.mobilevit import prune as P
@@ -24,9 +26,11 @@ from nuwa.mobilevit.methods import rotate
 from nuwa.mobilevit.scores import Layout
 from nuwa.options import DeriveOptions
 
-FMNIST = Path(__file__).resolve().parents[1] / "data" / "fashion-mnist"
+# The pipeline's copy if it has been made, else Debian's package (scripts/setup.sh installs it).
+FMNIST = next((p for p in (Path(__file__).resolve().parents[1] / "data" / "fashion-mnist", FASHION_MNIST_ROOT)
+               if (p / "t10k-images-idx3-ubyte.gz").is_file()), FASHION_MNIST_ROOT)
 needs_fmnist = pytest.mark.skipif(not (FMNIST / "t10k-images-idx3-ubyte.gz").is_file(),
-                                  reason="data/fashion-mnist is not there")
+                                  reason="Fashion-MNIST is not installed")
 
 
 def _with_bn_stats(model: torch.nn.Module) -> torch.nn.Module:
@@ -64,11 +68,12 @@ def scenes(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def seg_base(scenes, tmp_path_factory) -> Path:
-    """A segmenter base trained for one epoch on the tiny scenes (`nuwa pretrain`'s library call)."""
+    """A segmenter base trained on the tiny scenes (`nuwa pretrain`'s library call), to a validation
+    mIoU a wrecked recovery falls below."""
     from nuwa.mobilevit.base import pretrain
 
     out = tmp_path_factory.mktemp("mv") / "base"
-    pretrain("mobilevit_xxs", scenes, out=out, epochs=1, batch_size=32, decoder_dim=16, seed=0)
+    pretrain("mobilevit_xxs", scenes, out=out, epochs=4, lr=5e-3, batch_size=16, decoder_dim=16, seed=0)
     return out
 
 
@@ -249,14 +254,25 @@ def test_distillation_with_feature_mimicking_trains_and_leaves_no_adapter_behind
     assert not hasattr(model, "mimic_adapter") and nuwa.load(tmp_path / "d") is not None
 
 
-def test_a_classifier_derives_with_a_timm_teacher_from_a_local_checkpoint(npz, tmp_path):
-    timm_model = create("mobilevit_xxs", num_classes=6, in_chans=1)
-    base = from_timm(timm_model, img_size=32, class_names=["north", "south", "east", "west", "centre", "corner"])
+def test_a_recovery_that_lowers_validation_miou_is_undone(seg_base, scenes, tmp_path):
+    kw = dict(classes="Sandal,Sneaker,Bag", rate=0.3, metric="params", method="norm")
+    unrecovered, _ = nuwa.derive(seg_base, scenes, recovery="none", **kw)
+    wrecked, report = nuwa.derive(seg_base, scenes, finetune_epochs=1, options=DeriveOptions(finetune_lr=50.0), **kw)
+    assert report["finetune_history"]["best_epoch"] == 0  # kept the weights from before the recovery
+    assert report["val_miou"] == report["val_miou_before_recovery"]
+    assert all(torch.equal(a, b) for a, b in zip(wrecked.state_dict().values(), unrecovered.state_dict().values()))
+
+
+@pytest.mark.parametrize("teacher", ["mobilevit_xxs", "swin_tiny_patch4_window7_224"])  # seed 004's teacher: Swin
+def test_a_classifier_derives_with_a_timm_teacher_from_a_local_checkpoint(npz, tmp_path, teacher):
+    base = from_timm(create("mobilevit_xxs", num_classes=6, in_chans=1), img_size=32,
+                     class_names=["north", "south", "east", "west", "centre", "corner"])
     nuwa.save(base, tmp_path / "base")
-    torch.save(timm_model.state_dict(), tmp_path / "teacher.pth")
+    torch.save(timm.create_model(teacher, num_classes=6, in_chans=1, img_size=32).state_dict(),
+               tmp_path / "teacher.pth")
     opts = DeriveOptions(score_samples=32, batch_size=64)
     model, report = nuwa.derive(tmp_path / "base", npz, classes="north,south", rate=0.3, metric="params",
-                                recovery="distill", teacher="mobilevit_xxs",
+                                recovery="distill", teacher=teacher,
                                 teacher_checkpoint=str(tmp_path / "teacher.pth"), finetune_epochs=1, options=opts)
     assert model.config.classes == [0, 1] and report["task"] == "classify" and 0 <= report["val_top1"] <= 1
 

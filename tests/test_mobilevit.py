@@ -68,12 +68,11 @@ def scenes(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def seg_base(scenes, tmp_path_factory) -> Path:
-    """A segmenter base trained on the tiny scenes (`nuwa pretrain`'s library call), to a validation
-    mIoU a wrecked recovery falls below."""
+    """A segmenter base trained for one epoch on the tiny scenes (`nuwa pretrain`'s library call)."""
     from nuwa.mobilevit.base import pretrain
 
     out = tmp_path_factory.mktemp("mv") / "base"
-    pretrain("mobilevit_xxs", scenes, out=out, epochs=4, lr=5e-3, batch_size=16, decoder_dim=16, seed=0)
+    pretrain("mobilevit_xxs", scenes, out=out, epochs=1, batch_size=32, decoder_dim=16, seed=0)
     return out
 
 
@@ -252,15 +251,6 @@ def test_distillation_with_feature_mimicking_trains_and_leaves_no_adapter_behind
     history = report["finetune_history"]
     assert history["kd"] and history["feat"] and all(np.isfinite(history["feat"]))
     assert not hasattr(model, "mimic_adapter") and nuwa.load(tmp_path / "d") is not None
-
-
-def test_a_recovery_that_lowers_validation_miou_is_undone(seg_base, scenes, tmp_path):
-    kw = dict(classes="Sandal,Sneaker,Bag", rate=0.3, metric="params", method="norm")
-    unrecovered, _ = nuwa.derive(seg_base, scenes, recovery="none", **kw)
-    wrecked, report = nuwa.derive(seg_base, scenes, finetune_epochs=1, options=DeriveOptions(finetune_lr=50.0), **kw)
-    assert report["finetune_history"]["best_epoch"] == 0  # kept the weights from before the recovery
-    assert report["val_miou"] == report["val_miou_before_recovery"]
-    assert all(torch.equal(a, b) for a, b in zip(wrecked.state_dict().values(), unrecovered.state_dict().values()))
 
 
 @pytest.mark.parametrize("teacher", ["mobilevit_xxs", "swin_tiny_patch4_window7_224"])  # seed 004's teacher: Swin

@@ -261,20 +261,9 @@ def derive(base_dir: str | Path, data: str, *, classes: Any, rate: float, metric
         else:
             pruned, info = derive_norm(sliced, fits, round_to=opts.adaptive.round_to)
     before = _evaluate(pruned, task, opts)
-    start = {k: v.detach().clone() for k, v in pruned.state_dict().items()}
     with timer("recovery"):
         history = recover(pruned, task, recovery=recovery, epochs=finetune_epochs, opts=opts, seed=seed, teacher=kd)
     after = _evaluate(pruned, task, opts)
-    if task.kind == "segment" and history:
-        # As `fit` keeps its best epoch (0: the starting weights): a recovery that lowers the
-        # validation mIoU is undone.
-        history["best_epoch"] = finetune_epochs if after["val_miou"] >= before["val_miou"] else 0
-        if history["best_epoch"] == 0:
-            print(f"recovery lowered val mIoU ({before['val_miou']:.4f} -> {after['val_miou']:.4f}): "
-                  "kept the weights before it", file=sys.stderr)
-            pruned.load_state_dict(start)
-            after = before
-    del start
     pcfg = pruned.config
     report = dict(
         family="mobilevit", task=task.kind, method=method, rate_target=rate, metric=metric,

@@ -173,7 +173,9 @@ def findings(rows: list[dict], comps: list[dict]) -> list[dict[str, str]]:
 
 
 def _pts(c: dict) -> str:
-    return f"{100 * c['diff']:+.1f} pts [{100 * c['lo']:+.1f}, {100 * c['hi']:+.1f}]"
+    from .stats import Interval
+
+    return Interval(c["diff"], c["lo"], c["hi"]).pts()
 
 
 def to_markdown(rows: list[dict], comps: list[dict], finds: list[dict], *, subset: list[str], seeds: list[int],

@@ -1,5 +1,5 @@
 """The ledger's claims on the ablation tables (Tables 1, 5, 6; Figs. 7, 12) and the interpretation
-tables (Table 2, Figs. 2, 8), decided by the same bootstrap rule as Table 3's (`nuwa.paper.claims`).
+tables (Table 2, Figs. 2, 8), decided by the same interval rule as Table 3's (`nuwa.paper.claims`).
 
 Ablation tables are those of `nuwa.paper.ablations`, keyed table1, fig12, table5, table6, fig7;
 their rows carry packed per-image correctness. Sweep rows (Table 1, Fig. 12) are equal in size by
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .compare import Claim, Result, bootstrap, every_cell, make, missing, pair
-from .stats import INCONCLUSIVE, paired_bootstrap, two_sample_bootstrap, verdict_of
+from .stats import INCONCLUSIVE, crossed_interval, two_sample_bootstrap, verdict_of
 
 KEYS = ["base", "subtask", "kind"]
 STATEMENTS = {
@@ -44,72 +44,73 @@ def _absent(cid: str, what: str) -> Claim:
     return missing(cid, source, statement, what)
 
 
-def _compare(a: pd.DataFrame, b: pd.DataFrame, label: str, keys: list[str], runs: bool) -> Result:
+def _compare(a: pd.DataFrame, b: pd.DataFrame, label: str, keys: list[str], runs: bool, images) -> Result:
     # Runs are derivations at a requested alpha: compared at equal achieved rate, like Table 3's methods.
-    return bootstrap(pair(a, b, keys, rate_tolerance=0.03 if runs else None), label)
+    return bootstrap(pair(a, b, keys, rate_tolerance=0.03 if runs else None, images=images), label)
 
 
-def _table1(t: pd.DataFrame) -> list[Claim]:
+def _table1(t: pd.DataFrame, images=None) -> list[Claim]:
     out = []
     for dim in ("qk", "v"):
         d = t[t.dim == dim]
-        r = _compare(d[d.technique == "svd"], d[d.technique == "score"], "SVD - score", KEYS + ["rate"], False)
+        r = _compare(d[d.technique == "svd"], d[d.technique == "score"], "SVD - score", KEYS + ["rate"], False, images)
         out.append(_claim(f"table1-svd-beats-score-{dim}", [r]))
     return out
 
 
-def _fig12(t: pd.DataFrame) -> Claim:
+def _fig12(t: pd.DataFrame, images=None) -> Claim:
     """Loss order qk < v < mlp < embed is accuracy order qk > v > mlp > embed: each adjacent pair."""
     order = ["qk", "v", "mlp", "embed"]
     present = [d for d in order if (t.dim == d).any()]
     if len(present) < 2:
         return _absent("fig12-loss-order", "fewer than two dimensions swept")
-    results = [_compare(t[t.dim == x], t[t.dim == y], f"{x} - {y}", KEYS + ["rate"], False)
+    results = [_compare(t[t.dim == x], t[t.dim == y], f"{x} - {y}", KEYS + ["rate"], False, images)
                for x, y in zip(present, present[1:])]
     prefix = "accuracy difference of adjacent dimensions" + ("" if present == order else
                                                              f" (only {', '.join(present)} swept)")
     claim = _claim("fig12-loss-order", results, prefix)
     if present != order and claim.verdict != "contradicted":  # part of the order unmeasured: not shown
-        claim = Claim(claim.id, claim.source, claim.statement, INCONCLUSIVE, claim.measured, claim.interval)
+        claim = Claim(claim.id, claim.source, claim.statement, INCONCLUSIVE, claim.measured, claim.interval,
+                      claim.seeds)
     return claim
 
 
-def _table5(t: pd.DataFrame) -> list[Claim]:
+def _table5(t: pd.DataFrame, images=None) -> list[Claim]:
     full = t[t.excluded == "none"]
     dims = [d for d in dict.fromkeys(t.excluded) if d != "none"]
     if full.empty or not dims:
         return [_absent(c, "Table 5 incomplete") for c in ("table5-every-exclusion-hurts", "table5-expansion-hurts-most")]
-    hurts = [_compare(full, t[t.excluded == d], f"full - without {d}", KEYS, True) for d in dims]
+    hurts = [_compare(full, t[t.excluded == d], f"full - without {d}", KEYS, True, images) for d in dims]
     out = [_claim("table5-every-exclusion-hurts", hurts)]
     if "mlp" not in dims or len(dims) < 2:
         out.append(_absent("table5-expansion-hurts-most", "the expansion size was not excluded with another"))
     else:
         mlp = t[t.excluded == "mlp"]
         out.append(_claim("table5-expansion-hurts-most", [
-            _compare(t[t.excluded == d], mlp, f"without {d} - without mlp", KEYS, True) for d in dims if d != "mlp"]))
+            _compare(t[t.excluded == d], mlp, f"without {d} - without mlp", KEYS, True, images) for d in dims if d != "mlp"]))
     return out
 
 
-def _table6(t: pd.DataFrame) -> list[Claim]:
+def _table6(t: pd.DataFrame, images=None) -> list[Claim]:
     cell = {(a, b): t[(t.non_fixed_rate == a) & (t.svd_on == b)] for a in (True, False) for b in (True, False)}
     if any(g.empty for g in cell.values()):
         return [_absent(c, "Table 6 incomplete") for c in ("table6-both-techniques-best", "table6-each-technique-helps")]
     name = {(True, True): "both", (True, False): "non-fixed-rate only", (False, True): "SVD only",
             (False, False): "neither"}
-    best = [_compare(cell[(True, True)], cell[k], f"both - {name[k]}", KEYS, True) for k in cell if k != (True, True)]
-    helps = [_compare(cell[k], cell[(False, False)], f"{name[k]} - neither", KEYS, True)
+    best = [_compare(cell[(True, True)], cell[k], f"both - {name[k]}", KEYS, True, images) for k in cell if k != (True, True)]
+    helps = [_compare(cell[k], cell[(False, False)], f"{name[k]} - neither", KEYS, True, images)
              for k in ((True, False), (False, True))]
     return [_claim("table6-both-techniques-best", best), _claim("table6-each-technique-helps", helps)]
 
 
-def _fig7(t: pd.DataFrame) -> list[Claim]:
+def _fig7(t: pd.DataFrame, images=None) -> list[Claim]:
     exps = sorted(set(t.gamma_exp))
     if len(exps) < 2:
         high = _absent("fig7-high-exp-best", "one gamma_exp only")
     else:
         top = t[t.gamma_exp == exps[-1]]
         high = _claim("fig7-high-exp-best", [
-            _compare(top, t[t.gamma_exp == e], f"exp {exps[-1]:g} - exp {e:g}", KEYS + ["gamma_emb"], True)
+            _compare(top, t[t.gamma_exp == e], f"exp {exps[-1]:g} - exp {e:g}", KEYS + ["gamma_emb"], True, images)
             for e in exps[:-1]], "at the same gamma_emb")
     lt = t[t.gamma_exp < t.gamma_emb]
     if lt.empty:
@@ -117,21 +118,23 @@ def _fig7(t: pd.DataFrame) -> list[Claim]:
     else:
         below = _claim("fig7-exp-below-emb-drops", [_compare(
             t[t.gamma_exp >= t.gamma_emb], lt, "mean of gamma_exp >= gamma_emb - mean of gamma_exp < gamma_emb",
-            KEYS + ["gamma_emb"], True)], "per gamma_emb, cells averaged per image")
+            KEYS + ["gamma_emb"], True, images)], "per gamma_emb, cells averaged per image")
     return [high, below]
 
 
-def ablation_claims(tables: dict[str, pd.DataFrame | None] | None) -> list[Claim]:
-    """The ablation claims from the ablation tables (a missing or empty one: its claims not measured)."""
+def ablation_claims(tables: dict[str, pd.DataFrame | None] | None, images: dict | None = None) -> list[Claim]:
+    """The ablation claims from the ablation tables (a missing or empty one: its claims not measured);
+    `images`: sub-task -> test-image ids, as for Table 3's claims."""
     tables = {k: v for k, v in (tables or {}).items() if v is not None and len(v)}
     ids = dict(table1=["table1-svd-beats-score-qk", "table1-svd-beats-score-v"], fig12=["fig12-loss-order"],
                table5=["table5-every-exclusion-hurts", "table5-expansion-hurts-most"],
                table6=["table6-both-techniques-best", "table6-each-technique-helps"],
                fig7=["fig7-high-exp-best", "fig7-exp-below-emb-drops"])
-    build = dict(table1=_table1, fig12=lambda t: [_fig12(t)], table5=_table5, table6=_table6, fig7=_fig7)
+    build = dict(table1=_table1, fig12=lambda t, images: [_fig12(t, images)], table5=_table5, table6=_table6,
+                 fig7=_fig7)
     out = []
     for name, cids in ids.items():
-        out += build[name](tables[name]) if name in tables else [_absent(c, TABLES[name]) for c in cids]
+        out += build[name](tables[name], images) if name in tables else [_absent(c, TABLES[name]) for c in cids]
     return out
 
 
@@ -192,6 +195,6 @@ def fig8_claim(table: pd.DataFrame | None) -> Claim:
         return Claim(cid, source, statement, INCONCLUSIVE, f"one composite image cannot decide it; {text}")
     results = []
     for m, x in own.items():
-        iv = paired_bootstrap([(x, np.full_like(x, 0.5))])
+        iv = crossed_interval([(x, np.full_like(x, 0.5))])
         results.append(Result(verdict_of(iv), iv, f"{m} model's own half - 50% {iv.pts()}"))
     return make(cid, source, statement, results, prefix=f"{n} composite images; {text}")

@@ -3,18 +3,21 @@
 Rows (of table3_long or an ablation table) carry packed per-image correctness (`correct`). A
 comparison pairs the rows of A and B cell by cell (a sub-task at a rate, say), leaves out the
 cells whose achieved rates differ by more than `RATE_TOLERANCE` (a method that prunes less would
-win for free), and bootstraps the difference over the rest (`stats.paired_bootstrap`).
+win for free), and takes the seed-by-image interval of the difference over the rest
+(`stats.crossed_interval`): seeds paired by number, images by their index in the data set where
+the caller gives it (`images`), so cells that share them enter once. A claim of several
+comparisons is decided with Holm's correction (`stats.decide`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..options import RATE_TOLERANCE  # two models are at equal cost when their achieved rates differ by at most this
-from .stats import NOT_MEASURED, Interval, all_of, paired_bootstrap, unpack_correct, verdict_of
+from .stats import NOT_MEASURED, Interval, all_of, crossed_interval, decide, unpack_correct, verdict_of
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class Claim:
     verdict: str  # holds | contradicted | inconclusive | not measured
     measured: str
     interval: tuple[float, float, float] | None = None  # (lo, hi, estimate) of the deciding comparison
+    seeds: int | None = None  # the fewest seeds behind a comparison of the claim (1: images only)
 
 
 def equal_cost(a, b, tolerance: float = RATE_TOLERANCE):
@@ -38,13 +42,22 @@ def missing(cid: str, source: str, statement: str, what: str) -> Claim:
 
 @dataclass
 class Pairing:
-    """Aligned cells of A and B: (cell key, A (seeds, images), B (seeds, images))."""
+    """Aligned cells of A and B: (cell key, A (seeds, images), B (seeds, images)), with each cell's
+    seeds (() where a side has none: the base, a sweep) and test-image ids (None: unknown)."""
     cells: list[tuple[tuple, np.ndarray, np.ndarray]] = field(default_factory=list)
+    seeds: list[tuple] = field(default_factory=list)
+    images: list[np.ndarray | None] = field(default_factory=list)
     left_out: int = 0  # not at equal cost
     unpaired: int = 0  # no per-image correctness, unaligned images, or no common seed
+    seed_runs_alone: int = 0  # runs of a seed the other side lacks (left out of the pairing)
 
     def counts(self) -> str:
         text = f"{len(self.cells)} cell{'s' if len(self.cells) != 1 else ''} compared"
+        seeds = sorted({s for ss in self.seeds for s in ss})
+        if seeds:
+            text += f" over seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))}"
+        if self.seed_runs_alone:
+            text += f", {self.seed_runs_alone} run{'s' if self.seed_runs_alone != 1 else ''} of a seed the other side lacks left out"
         if self.left_out:
             text += f", {self.left_out} left out (achieved rates differ by more than {RATE_TOLERANCE:g})"
         if self.unpaired:
@@ -71,20 +84,26 @@ def _by_seed(rows: pd.DataFrame) -> dict:
     return {s: np.mean(vs, axis=0) for s, vs in out.items()}
 
 
-def _stack(a: dict, b: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Seeds paired by number; a side without seeds (the base, a sweep) is one vector for all."""
+def _stack(a: dict, b: dict) -> tuple[np.ndarray, np.ndarray, tuple, int]:
+    """Seeds paired by number; a side without seeds (the base, a sweep) is one vector for all.
+    Returns both stacks, the seeds compared and how many runs had no partner seed (left out)."""
     if None in a or None in b:
-        return np.stack(list(a.values())), np.stack(list(b.values()))
+        seeds = tuple(sorted(k for k in (a if None not in a else b) if k is not None))
+        return np.stack(list(a.values())), np.stack(list(b.values())), seeds, 0
     common = sorted(set(a) & set(b))
     if not common:
         raise ValueError("no common seed")
-    return np.stack([a[s] for s in common]), np.stack([b[s] for s in common])
+    alone = len(set(a) ^ set(b))
+    return np.stack([a[s] for s in common]), np.stack([b[s] for s in common]), tuple(common), alone
 
 
 def pair(a: pd.DataFrame, b: pd.DataFrame, keys: Sequence[str], b_keys: Sequence[str] | None = None,
-         rate_tolerance: float | None = RATE_TOLERANCE) -> Pairing:
+         rate_tolerance: float | None = RATE_TOLERANCE,
+         images: Mapping[str, np.ndarray] | None = None) -> Pairing:
     """Cells of A's rows by `keys`, each paired with B's rows of the same `b_keys` (default `keys`:
-    a subset pairs, e.g., every rate of an edge model with the one base row of its sub-task)."""
+    a subset pairs, e.g., every rate of an edge model with the one base row of its sub-task).
+    `images` maps a sub-task to its test images' indices in the data set, in evaluation order (a
+    cell evaluated on the first n of them gets the first n ids)."""
     keys, b_keys = list(keys), list(b_keys or keys)
     out = Pairing()
     b_groups = {k if isinstance(k, tuple) else (k,): g for k, g in b.groupby(b_keys, sort=True)} if len(b) else {}
@@ -98,13 +117,20 @@ def pair(a: pd.DataFrame, b: pd.DataFrame, keys: Sequence[str], b_keys: Sequence
             out.left_out += 1
             continue
         try:
-            va, vb = _stack(_by_seed(ga), _by_seed(gb))
+            va, vb, seeds, alone = _stack(_by_seed(ga), _by_seed(gb))
             if va.shape[-1] != vb.shape[-1]:
                 raise ValueError("unaligned images")
         except ValueError:
             out.unpaired += 1
             continue
+        ids = None
+        if images is not None and "subtask" in keys and k[keys.index("subtask")] in images:
+            known = np.asarray(images[k[keys.index("subtask")]])
+            ids = known[:va.shape[-1]] if len(known) >= va.shape[-1] else None
         out.cells.append((k, va, vb))
+        out.seeds.append(seeds)
+        out.images.append(ids)
+        out.seed_runs_alone += alone
     return out
 
 
@@ -116,20 +142,35 @@ class Result:
     text: str
 
 
+def _seed_note(iv: Interval) -> str:
+    return " (1 seed: images only)" if iv.seeds == 1 else ""
+
+
 def bootstrap(p: Pairing, label: str, direction: int = 1) -> Result:
-    """A pooled comparison (mean over p's cells); `label` names it in the text ("nuwa vs random")."""
+    """A pooled comparison (mean over p's cells, their shared seeds and images counted once);
+    `label` names it in the text ("nuwa vs random")."""
     if not p.cells:
         return Result(NOT_MEASURED, None, f"{label}: not measured, {p.why_none()}")
-    iv = paired_bootstrap([(va, vb) for _, va, vb in p.cells])
-    return Result(verdict_of(iv, direction), iv, f"{label} {iv.pts()} ({p.counts()})")
+    seeded = {s for s in p.seeds if s}
+    cells, note = [(va, vb) for _, va, vb in p.cells], ""
+    if len(seeded) > 1:  # cells ran different seeds: pool over the seeds every cell has
+        common = sorted(set.intersection(*(set(s) for s in seeded)))
+        if not common:
+            return Result(NOT_MEASURED, None, f"{label}: not measured, no seed common to every cell")
+        cells = [(va, vb) if not s else (va[[s.index(c) for c in common]] if len(va) > 1 else va,
+                                         vb[[s.index(c) for c in common]] if len(vb) > 1 else vb)
+                 for (va, vb), s in zip(cells, p.seeds)]
+        note = f"; pooled over the seeds every cell has ({', '.join(map(str, common))})"
+    iv = crossed_interval(cells, images=p.images)
+    return Result(verdict_of(iv, direction), iv, f"{label} {iv.pts()}{_seed_note(iv)} ({p.counts()}{note})")
 
 
 def every_cell(p: Pairing, label: str, name, direction: int = 1) -> list[Result]:
     """One comparison per cell (claims made "on every sub-task"); `name(key)` labels a cell."""
     out = []
     for k, va, vb in p.cells:
-        iv = paired_bootstrap([(va, vb)])
-        out.append(Result(verdict_of(iv, direction), iv, f"{label} {name(k)} {iv.pts()}"))
+        iv = crossed_interval([(va, vb)])
+        out.append(Result(verdict_of(iv, direction), iv, f"{label} {name(k)} {iv.pts()}{_seed_note(iv)}"))
     return out
 
 
@@ -144,12 +185,28 @@ def combine(results: Iterable[Result], direction: int = 1) -> tuple[str, Interva
     return verdict, weakest
 
 
+def corrected(results: Sequence[Result], direction: int = 1) -> list[Result]:
+    """Several comparisons of one claim, each verdict corrected for the others (`stats.decide`:
+    holds by its own interval, contradicted only under Holm's correction)."""
+    if len(results) < 2:
+        return list(results)
+    verdicts = decide([r.interval if r.verdict != NOT_MEASURED else None for r in results], direction)
+    return [Result(v if r.interval is not None and r.interval.p is not None else r.verdict, r.interval, r.text)
+            for v, r in zip(verdicts, results)]
+
+
 def make(cid: str, source: str, statement: str, results: Sequence[Result], direction: int = 1,
          prefix: str = "") -> Claim:
     if not results:
         return missing(cid, source, statement, prefix or "nothing to compare")
+    results = corrected(results, direction)
     v, iv = combine(results, direction)
-    text = (prefix + "; " if prefix else "") + "; ".join(r.text for r in results)
+    tested = [r for r in results if r.interval is not None and r.interval.p is not None]
+    holm = f"Holm over {len(tested)} comparisons" if len(tested) > 1 else ""
+    text = "; ".join(x for x in (prefix, holm) if x)
+    text = (text + "; " if text else "") + "; ".join(r.text for r in results)
     if v == NOT_MEASURED:
         text = "not measured: " + text
-    return Claim(cid, source, statement, v, text, None if iv is None else (iv.lo, iv.hi, iv.estimate))
+    seeds = [r.interval.seeds for r in results if r.interval is not None and r.interval.seeds is not None]
+    return Claim(cid, source, statement, v, text, None if iv is None else (iv.lo, iv.hi, iv.estimate),
+                 min(seeds) if seeds else None)

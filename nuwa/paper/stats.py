@@ -1,22 +1,38 @@
-"""Bootstrap intervals and verdicts for the claims ledger (pure numpy).
+"""Intervals, p-values and verdicts for the claims ledger (pure numpy).
 
-A claim "A beats B" is decided by a 95 % percentile bootstrap interval of the difference of mean
-accuracy, A - B: it *holds* when the interval lies wholly on the claimed side of 0, is
-*contradicted* when it lies wholly on the other side, and is *inconclusive* otherwise.
+A claim "A beats B" is decided by a 95 % interval of the difference of mean accuracy, A - B: it
+*holds* when the interval lies wholly on the claimed side of 0, is *contradicted* when it lies
+wholly on the other side, and is *inconclusive* otherwise.
 
-Accuracy comparisons are paired and hierarchical: per cell (one sub-task at one rate, say), the
-seeds are resampled with replacement, then the test images with replacement, the same image
-indices for both models (they were evaluated on the same images in the same order), so a
-difference that both models share on an image cancels out. The images are crossed with the
-seeds (every seed is tested on the same images), hence one image draw per replicate and cell.
-The estimate is the mean over cells of each cell's mean difference, every cell weighing the same
-(as the paper's tables average over sub-tasks). Quantities over units that are not images (a
-neuron's class count, a run's seconds) get an unpaired two-sample bootstrap.
+Accuracy comparisons are paired and treat both seeds and test images as random samples
+(`crossed_interval`). Per cell (one sub-task at one rate, say) the per-(seed, image) difference
+d[s, i] = A - B follows a crossed random-effects model, d = mu + u_s + v_i + e_si: u is what a
+seed does to the difference (a different split, selection and recovery), v what an image does
+(every seed and both methods see the same test images), e the rest. The variance of the mean
+difference, sigma_u^2 / S + sigma_v^2 / N + sigma_e^2 / (S N), splits into a seed term, the spread
+of the S per-seed means (MS_seed / (S N), which holds the residual too), and an image term, what
+the images add beyond it ((MS_image - MS_residual) / (S N), from the two-way analysis of
+variance, never below 0). The seed term keeps Student's t with S - 1 degrees of freedom and the
+image term, estimated from thousands of images, the normal quantile; the half-width is
+sqrt(t^2 seed term + z^2 image term). With three seeds whose differences disagree that is a
+t-interval on the per-seed means with 2 degrees of freedom (t = 4.30, where a percentile
+bootstrap of three seeds acts like 1.96 on a variance it underestimates by a third); with one seed
+it is the paired interval over images and is labelled so ("1 seed: images only"). Its coverage is
+measured by simulation in tests/test_coverage.py. A pooled claim builds one array over every cell,
+seeds matched by number and images by their index in the data set, so cells that share seeds and
+images enter once, not as if they were independent.
 
-Every bootstrap starts from a fixed RNG seed: the ledger is the same bytes on every run.
+Claims made of several comparisons ("A beats every B", "on every sub-task") control the
+family-wise error (`decide`): they hold when every comparison holds at 5 % (an intersection-union
+test needs no correction), and are contradicted only when a comparison is contradicted after
+Holm's step-down correction.
+
+`paired_bootstrap` (the percentile bootstrap over seeds and images the ledger used before) is
+kept for the coverage comparison in the tests; nothing decides by it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -36,6 +52,9 @@ class Interval:
     estimate: float
     lo: float
     hi: float
+    p: float | None = None  # two-sided p-value of "difference = 0", where the method gives one
+    seeds: int | None = None  # seeds behind it (1: the interval covers images only)
+    df: float | None = None  # degrees of freedom of the t-interval
 
     def pts(self) -> str:
         """In percentage points, e.g. "+1.2 pts [+0.4, +2.0]" (for differences of accuracies)."""
@@ -45,7 +64,74 @@ class Interval:
         return f"{self.estimate:{fmt}}{unit} [{self.lo:{fmt}}, {self.hi:{fmt}}]"
 
 
-# ---- bootstraps ------------------------------------------------------------------------------------
+# ---- Student's t (no scipy: the regularised incomplete beta by its continued fraction) ----------
+def _betacf(a: float, b: float, x: float) -> float:
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 400):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_sf(t: float, df: float) -> float:
+    """P(T > t) for Student's t with `df` (> 0, not necessarily whole) degrees of freedom."""
+    if math.isinf(df):
+        return 0.5 * math.erfc(t / math.sqrt(2.0))
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return tail if t >= 0 else 1.0 - tail
+
+
+def _t_pdf(t: float, df: float) -> float:
+    if math.isinf(df):
+        return math.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)
+    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    return math.exp(log_c - (df + 1) / 2 * math.log1p(t * t / df))
+
+
+def t_quantile(q: float, df: float) -> float:
+    """The q-quantile of Student's t (q in (0.5, 1)): Newton's method on `t_sf`, kept inside a
+    bracket that bisection shrinks whenever a step would leave it."""
+    tail = 1.0 - q
+    lo, hi = 0.0, 1.0
+    while t_sf(hi, df) > tail:
+        lo, hi = hi, 2.0 * hi
+    x = 0.5 * (lo + hi)
+    for _ in range(100):
+        f = t_sf(x, df) - tail
+        if f > 0:
+            lo = x
+        else:
+            hi = x
+        step = f / max(_t_pdf(x, df), 1e-300)  # d sf / dt = -pdf
+        x_new = x + step
+        x_new = x_new if lo < x_new < hi else 0.5 * (lo + hi)
+        if abs(x_new - x) < 1e-12 * max(1.0, x):
+            return x_new
+        x = x_new
+    return x
+
+
+# ---- the seed-by-image interval --------------------------------------------------------------------
 def _as_cell(a, b) -> np.ndarray:
     """The per-(seed, image) difference A - B, shape (seeds, images); a 1-d input is one seed, and a
     one-seed side (a base model, a constant) is broadcast over the other side's seeds."""
@@ -59,6 +145,81 @@ def _as_cell(a, b) -> np.ndarray:
     return d
 
 
+def _joint(diffs: Sequence[np.ndarray], images: Sequence[Sequence[int] | None] | None) -> np.ndarray:
+    """One (seeds, images) array Y whose grand mean is the mean over cells of each cell's mean
+    difference: a cell's column j lands on its image's global column (images given) or on a column
+    of its own, weighted so every cell weighs the same. A one-seed cell is the same for every seed."""
+    seeds = max(d.shape[0] for d in diffs)
+    if any(d.shape[0] not in (1, seeds) for d in diffs):
+        raise ValueError(f"cells with different seed counts: {sorted({d.shape[0] for d in diffs})}")
+    images = list(images) if images is not None else [None] * len(diffs)
+    if len(images) != len(diffs):
+        raise ValueError("one image list per cell")
+    cols, keys = [], {}
+    for c, (d, ids) in enumerate(zip(diffs, images)):
+        ids = [("cell", c, j) for j in range(d.shape[1])] if ids is None else [("image", int(i)) for i in ids]
+        if len(ids) != d.shape[1] or len(set(ids)) != len(ids):
+            raise ValueError(f"cell {c}: {len(ids)} image ids for {d.shape[1]} images, or repeated ids")
+        cols.append(np.array([keys.setdefault(k, len(keys)) for k in ids]))
+    y = np.zeros((seeds, len(keys)))
+    for d, col in zip(diffs, cols):
+        y[:, col] += np.broadcast_to(d, (seeds, d.shape[1])) * (len(keys) / (len(diffs) * d.shape[1]))
+    return y
+
+
+def crossed_interval(cells: Iterable[tuple], *, images: Sequence[Sequence[int] | None] | None = None,
+                     level: float = LEVEL) -> Interval:
+    """Interval of mean accuracy A - B over `cells` (each a pair (a, b) of aligned arrays (seeds,
+    images) or (images,) of 0/1 correctness or any per-image score), seeds and images random.
+
+    `images`, one list per cell, names each column's test image in the data set: cells that share
+    an image are resampled together (a pooled claim over rates of one sub-task). Seeds are matched
+    by position. The mean over cells weighs every cell the same."""
+    diffs = [_as_cell(a, b) for a, b in cells]
+    if not diffs:
+        raise ValueError("no cells to compare")
+    y = _joint(diffs, images)
+    s, n = y.shape
+    mean = float(y.mean())
+    if n < 2:
+        raise ValueError("fewer than two images")
+    col = y.mean(0)
+    if s == 1:  # one seed: the paired interval over images, nothing about seeds
+        v_seed, v_image, df = 0.0, float(col.var(ddof=1)) / n, math.inf
+    else:
+        row = y.mean(1)
+        ms_row = n * float(((row - mean) ** 2).sum()) / (s - 1)
+        ms_col = s * float(((col - mean) ** 2).sum()) / (n - 1)
+        ms_res = float(((y - row[:, None] - col[None] + mean) ** 2).sum()) / ((s - 1) * (n - 1))
+        # The seed term is the spread of the per-seed means (it holds the residual too) and keeps
+        # its S - 1 degrees of freedom: three seeds cannot show that seeds do not matter. What the
+        # images add beyond it is estimated from thousands of images: its quantile is the normal's.
+        v_seed, v_image, df = ms_row / (s * n), max(ms_col - ms_res, 0.0) / (s * n), s - 1.0
+    return _interval(mean, v_seed, v_image, df, s, level)
+
+
+def _half(v_seed: float, v_image: float, df: float, level: float) -> float:
+    q = 0.5 + level / 2
+    return math.sqrt(t_quantile(q, df) ** 2 * v_seed + t_quantile(q, math.inf) ** 2 * v_image)
+
+
+def _interval(mean: float, v_seed: float, v_image: float, df: float, seeds: int, level: float) -> Interval:
+    """mean +- sqrt(t^2 v_seed + z^2 v_image), and the p-value: the level at which it touches 0."""
+    if v_seed + v_image <= 0.0:
+        return Interval(mean, mean, mean, p=1.0 if mean == 0 else 0.0, seeds=seeds, df=df)
+    half = _half(v_seed, v_image, df, level)
+    # The p-value: the two-sided level at which the half-width is |mean| (bisection in log p).
+    lo, hi = math.log(1e-12), 0.0
+    if _half(v_seed, v_image, df, 1 - math.exp(lo)) <= abs(mean):
+        hi = lo
+    for _ in range(45 if hi > lo else 0):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _half(v_seed, v_image, df, 1 - math.exp(mid)) > abs(mean) else (lo, mid)
+    p = math.exp(0.5 * (lo + hi))
+    return Interval(mean, mean - half, mean + half, p=p, seeds=seeds, df=df)
+
+
+# ---- bootstraps ------------------------------------------------------------------------------------
 def _percentile(boot: np.ndarray, estimate: float, level: float) -> Interval:
     tail = 100 * (1 - level) / 2
     lo, hi = np.percentile(boot, [tail, 100 - tail])
@@ -73,8 +234,9 @@ def _counts(rng: np.random.Generator, b: int, n: int) -> np.ndarray:
 
 def paired_bootstrap(cells: Iterable[tuple], *, n_boot: int = N_BOOT, seed: int = SEED,
                      level: float = LEVEL) -> Interval:
-    """Interval of mean accuracy A - B over `cells`, each a pair (a, b) of aligned arrays
-    (seeds, images) or (images,) of 0/1 correctness (or any per-image score)."""
+    """The ledger's former interval, kept to measure its coverage against `crossed_interval`'s:
+    a percentile bootstrap that resamples seeds, then images, independently per cell. With three
+    seeds it is too narrow (tests/test_coverage.py)."""
     diffs = [_as_cell(a, b) for a, b in cells]
     if not diffs:
         raise ValueError("no cells to compare")
@@ -117,13 +279,48 @@ def verdict_of(iv: Interval, direction: int = 1) -> str:
     return verdict(iv.lo, iv.hi, direction)
 
 
+def holm(p: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error at any level, no assumption on how the
+    comparisons depend on each other)."""
+    p = [float(x) for x in p]
+    order = sorted(range(len(p)), key=p.__getitem__)
+    out, running = [1.0] * len(p), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        out[i] = running
+    return out
+
+
 def all_of(verdicts: Iterable[str]) -> str:
     """A claim made of several comparisons ("A beats every B", an ordering): holds when every one
     holds, contradicted when any is contradicted, inconclusive otherwise (a comparison that could
-    not be measured counts as inconclusive); not measured when none was."""
+    not be measured counts as inconclusive); not measured when none was. The verdicts given must
+    already be corrected for multiplicity where they can contradict (`decide`)."""
     v = list(verdicts)
     if not v or all(x == NOT_MEASURED for x in v):
         return NOT_MEASURED
     if CONTRADICTED in v:
         return CONTRADICTED
     return HOLDS if all(x == HOLDS for x in v) else INCONCLUSIVE
+
+
+def decide(intervals: Sequence[Interval | None], direction: int = 1, alpha: float = 1 - LEVEL) -> list[str]:
+    """Each comparison's verdict inside a claim of several: "holds" by its own 95 % interval (every
+    one must hold for the claim to: an intersection-union test), "contradicted" only when its
+    Holm-adjusted p-value is below `alpha` and its estimate is on the wrong side. An interval
+    without a p-value (a bootstrap) keeps its own verdict; None is not measured."""
+    ps = [iv.p for iv in intervals if iv is not None and iv.p is not None]
+    adjusted = iter(holm(ps))
+    out = []
+    for iv in intervals:
+        if iv is None:
+            out.append(NOT_MEASURED)
+            continue
+        own = verdict_of(iv, direction)
+        if iv.p is None:
+            out.append(own)
+            continue
+        p_adj = next(adjusted)
+        out.append(CONTRADICTED if own == CONTRADICTED and p_adj < alpha else
+                   HOLDS if own == HOLDS else INCONCLUSIVE)
+    return out

@@ -375,7 +375,12 @@ def claims_inputs(wildcards=None):
     interpret = dict(neurons=f"{TABLES}/table2_neuron_class_spread.parquet",
                      fig2=f"{TABLES}/fig2_task_specific_finetuning.parquet",
                      fig8=f"{TABLES}/fig8_attention_rollout.parquet")
-    return dict(table3=f"{TABLES}/table3_long.parquet", ablations=f"{RESULTS}/ablations.json",
+    # Each sub-task's samples: which data-set images its test columns are (shared images enter a
+    # pooled comparison once).
+    samples = {f"samples_{d}__{t}": f"{RESULTS}/subtasks/{d}/{t}/samples.parquet"
+               for d in sorted({b["dataset"] for b in BASES.values()})
+               for t in sorted({t for b in BASES.values() if b["dataset"] == d for t in b["subtasks"]})}
+    return dict(table3=f"{TABLES}/table3_long.parquet", ablations=f"{RESULTS}/ablations.json", **samples,
                 **{k: v for k, v in interpret.items() if k in P["interpret"]["parts"]},
                 **{f"ablation_{t}": f"{TABLES}/{t}.parquet" for t in A_TABLES})
 

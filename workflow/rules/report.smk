@@ -103,7 +103,7 @@ rule fig5_importance_similarity:
 
 rule claims:
     """The claims ledger: one line per claim of the paper, what this profile measured, and its
-    verdict by a bootstrap interval (results/PROFILE/claims.md, and claims.csv)."""
+    verdict by a seed-by-image interval (results/PROFILE/claims.md, and claims.csv)."""
     input:
         unpack(claims_inputs),
     output:

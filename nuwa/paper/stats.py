@@ -20,7 +20,8 @@ bootstrap of three seeds acts like 1.96 on a variance it underestimates by a thi
 it is the paired interval over images and is labelled so ("1 seed: images only"). Its coverage is
 measured by simulation in tests/test_coverage.py. A pooled claim builds one array over every cell,
 seeds matched by number and images by their index in the data set, so cells that share seeds and
-images enter once, not as if they were independent.
+images enter once, not as if they were independent; images that belong to different sets of cells
+(different sub-tasks) are different strata, and the image term is taken within each.
 
 Claims made of several comparisons ("A beats every B", "on every sub-task") control the
 family-wise error (`decide`): they hold when every comparison holds at 5 % (an intersection-union
@@ -58,7 +59,8 @@ class Interval:
 
     def pts(self) -> str:
         """In percentage points, e.g. "+1.2 pts [+0.4, +2.0]" (for differences of accuracies)."""
-        return f"{100 * self.estimate:+.1f} pts [{100 * self.lo:+.1f}, {100 * self.hi:+.1f}]"
+        e, lo, hi = (round(100 * x, 1) + 0.0 for x in (self.estimate, self.lo, self.hi))  # + 0.0: no "-0.0"
+        return f"{e:+.1f} pts [{lo:+.1f}, {hi:+.1f}]"
 
     def plain(self, unit: str = "", fmt: str = "+.2f") -> str:
         return f"{self.estimate:{fmt}}{unit} [{self.lo:{fmt}}, {self.hi:{fmt}}]"
@@ -145,10 +147,14 @@ def _as_cell(a, b) -> np.ndarray:
     return d
 
 
-def _joint(diffs: Sequence[np.ndarray], images: Sequence[Sequence[int] | None] | None) -> np.ndarray:
-    """One (seeds, images) array Y whose grand mean is the mean over cells of each cell's mean
-    difference: a cell's column j lands on its image's global column (images given) or on a column
-    of its own, weighted so every cell weighs the same. A one-seed cell is the same for every seed."""
+def _joint(diffs: Sequence[np.ndarray], images: Sequence[Sequence[int] | None] | None) -> tuple[np.ndarray, np.ndarray]:
+    """One (seeds, images) array Z whose per-seed row sums average to the estimate (the mean over
+    cells of each cell's mean difference, every cell weighing the same), and each column's stratum.
+
+    A cell's column j lands on its image's global column (images given) or on a column of its own.
+    An image's stratum is the set of cells that contain it: images of one stratum are exchangeable,
+    images of different strata (different sub-tasks) are not, so their differences in level are
+    not sampling noise. A one-seed cell is the same for every seed."""
     seeds = max(d.shape[0] for d in diffs)
     if any(d.shape[0] not in (1, seeds) for d in diffs):
         raise ValueError(f"cells with different seed counts: {sorted({d.shape[0] for d in diffs})}")
@@ -161,10 +167,13 @@ def _joint(diffs: Sequence[np.ndarray], images: Sequence[Sequence[int] | None] |
         if len(ids) != d.shape[1] or len(set(ids)) != len(ids):
             raise ValueError(f"cell {c}: {len(ids)} image ids for {d.shape[1]} images, or repeated ids")
         cols.append(np.array([keys.setdefault(k, len(keys)) for k in ids]))
-    y = np.zeros((seeds, len(keys)))
-    for d, col in zip(diffs, cols):
-        y[:, col] += np.broadcast_to(d, (seeds, d.shape[1])) * (len(keys) / (len(diffs) * d.shape[1]))
-    return y
+    z = np.zeros((seeds, len(keys)))
+    member = np.zeros((len(diffs), len(keys)), dtype=bool)
+    for c, (d, col) in enumerate(zip(diffs, cols)):
+        z[:, col] += np.broadcast_to(d, (seeds, d.shape[1])) / (len(diffs) * d.shape[1])
+        member[c, col] = True
+    _, strata = np.unique(member.T, axis=0, return_inverse=True)
+    return z, strata.ravel()
 
 
 def crossed_interval(cells: Iterable[tuple], *, images: Sequence[Sequence[int] | None] | None = None,
@@ -173,28 +182,37 @@ def crossed_interval(cells: Iterable[tuple], *, images: Sequence[Sequence[int] |
     images) or (images,) of 0/1 correctness or any per-image score), seeds and images random.
 
     `images`, one list per cell, names each column's test image in the data set: cells that share
-    an image are resampled together (a pooled claim over rates of one sub-task). Seeds are matched
-    by position. The mean over cells weighs every cell the same."""
+    an image count it once (a pooled claim over rates of one sub-task). Seeds are matched by
+    position. The mean over cells weighs every cell the same."""
     diffs = [_as_cell(a, b) for a, b in cells]
     if not diffs:
         raise ValueError("no cells to compare")
-    y = _joint(diffs, images)
-    s, n = y.shape
-    mean = float(y.mean())
-    if n < 2:
+    z, strata = _joint(diffs, images)
+    s = z.shape[0]
+    per_seed = z.sum(1)
+    mean = float(per_seed.mean())
+    # What the images add: per stratum, the spread of the images' seed-averaged contributions
+    # (n_k times their variance), less the seed-by-image residual that the seed term holds already.
+    v_cols = v_res = 0.0
+    for k in np.unique(strata):
+        zk = z[:, strata == k]
+        n = zk.shape[1]
+        if n < 2:
+            continue
+        col = zk.mean(0)
+        v_cols += n * float(col.var(ddof=1))
+        if s > 1:
+            resid = zk - zk.mean(1, keepdims=True) - col[None] + zk.mean()
+            v_res += n * float((resid ** 2).sum()) / ((s - 1) * (n - 1)) / s
+    if v_cols == 0.0 and z.shape[1] < 2:
         raise ValueError("fewer than two images")
-    col = y.mean(0)
     if s == 1:  # one seed: the paired interval over images, nothing about seeds
-        v_seed, v_image, df = 0.0, float(col.var(ddof=1)) / n, math.inf
+        v_seed, v_image, df = 0.0, v_cols, math.inf
     else:
-        row = y.mean(1)
-        ms_row = n * float(((row - mean) ** 2).sum()) / (s - 1)
-        ms_col = s * float(((col - mean) ** 2).sum()) / (n - 1)
-        ms_res = float(((y - row[:, None] - col[None] + mean) ** 2).sum()) / ((s - 1) * (n - 1))
-        # The seed term is the spread of the per-seed means (it holds the residual too) and keeps
+        # The seed term is the spread of the per-seed estimates (it holds the residual too) and keeps
         # its S - 1 degrees of freedom: three seeds cannot show that seeds do not matter. What the
         # images add beyond it is estimated from thousands of images: its quantile is the normal's.
-        v_seed, v_image, df = ms_row / (s * n), max(ms_col - ms_res, 0.0) / (s * n), s - 1.0
+        v_seed, v_image, df = float(per_seed.var(ddof=1)) / s, max(v_cols - v_res, 0.0), s - 1.0
     return _interval(mean, v_seed, v_image, df, s, level)
 
 

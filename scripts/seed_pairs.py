@@ -1,5 +1,6 @@
-"""NuWa against each baseline on the seeds a study has built so far: paired bootstrap 95 % intervals
-over the same test images (nuwa.paper.stats), per sub-task, alpha and stage (pruned, fine-tuned),
+"""NuWa against each baseline on the seeds a study has built so far: the ledger's paired 95 %
+intervals over seeds and the same test images (nuwa.paper.stats.crossed_interval; with several
+seeds, Student's t on their spread), per sub-task, alpha and stage (pruned, fine-tuned),
 only where the two achieved rates differ by at most RATE_TOLERANCE. Until every seed is built the
 ledger cannot run; this table is what the README quotes meanwhile.
 
@@ -22,7 +23,7 @@ def main(argv: list[str]) -> int:
     from nuwa.atomic import atomic_file, atomic_path
     from nuwa.correctness import unpack_correct
     from nuwa.options import RATE_TOLERANCE
-    from nuwa.paper.stats import paired_bootstrap, verdict_of
+    from nuwa.paper.stats import crossed_interval, verdict_of
 
     root = Path(argv[0]) if argv else Path("results/dinov2")
     wanted = {int(x) for x in argv[1].split(",")} if len(argv) > 1 else None
@@ -47,7 +48,7 @@ def main(argv: list[str]) -> int:
                 if gap <= RATE_TOLERANCE:
                     a = np.stack([unpack_correct(x[f"test_correct_{stage}"]) for x, _ in pairs])
                     b = np.stack([unpack_correct(y[f"test_correct_{stage}"]) for _, y in pairs])
-                    iv = paired_bootstrap([(a, b)])
+                    iv = crossed_interval([(a, b)])
                     row.update(diff=iv.pts(), verdict=verdict_of(iv))
                 else:
                     row.update(diff="", verdict="not at equal cost")
@@ -57,7 +58,8 @@ def main(argv: list[str]) -> int:
     with atomic_path(out / "seed_pairs.csv") as tmp:
         table.to_csv(tmp, index=False)
     with atomic_file(out / "seed_pairs.md") as f:
-        f.write("# NuWa against each baseline, seeds built so far (paired bootstrap 95 % over test images)\n\n")
+        f.write("# NuWa against each baseline, seeds built so far (paired 95 % intervals over seeds and test images; "
+                "seeds with Student's t)\n\n")
         f.write(table.to_markdown(index=False, floatfmt=".4f") + "\n")
     return 0
 

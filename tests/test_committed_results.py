@@ -5,7 +5,9 @@ and the study's pilot kept what validation chose."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from nuwa.options import RATE_TOLERANCE
 from nuwa.paper.stats import CONTRADICTED, HOLDS, INCONCLUSIVE, NOT_MEASURED
@@ -70,3 +72,50 @@ def test_the_quoted_seed_pairs_are_what_the_script_computes_from_the_committed_m
     pd.testing.assert_frame_equal(again, committed)
     decided = committed[committed.verdict.isin([HOLDS, CONTRADICTED])]
     assert len(decided) and (decided.rate_gap <= RATE_TOLERANCE).all()
+
+
+def _ledger_from_committed_tables(root: Path) -> pd.DataFrame:
+    """The ledger as the `claims` rule builds it, from the per-image results committed under `root`."""
+    from nuwa.paper.claims import (ablation_claims, fig2_claim, fig8_claim, ledger, neuron_claim, subtask_test_images,
+                                   to_frame)
+
+    tables = root / "tables"
+
+    def table(name):
+        return pd.read_parquet(tables / f"{name}.parquet") if (tables / f"{name}.parquet").is_file() else None
+
+    ablations = {name.split("_")[0]: table(name) for name in (
+        "table1_svd_vs_score", "fig12_dimension_sweep", "table5_dimension_exclusion", "table6_techniques",
+        "fig7_gamma_grid")}
+    images = subtask_test_images({(p.parent.parent.name, p.parent.name): p
+                                  for p in sorted((root / "subtasks").glob("*/*/samples.parquet"))})
+    claims = ledger(table("table3_long"), images=images, extra=[
+        lambda: ablation_claims(ablations, images),
+        lambda: [neuron_claim(table("table2_neuron_class_spread")), fig2_claim(table("fig2_task_specific_finetuning")),
+                 fig8_claim(table("fig8_attention_rollout"))]])
+    return to_frame(claims)
+
+
+@pytest.mark.parametrize("profile", ["default", "dinov2"])
+def test_the_committed_ledger_is_what_the_code_computes_from_the_committed_per_image_results(profile):
+    root = RESULTS.parent / profile
+    committed = pd.read_csv(root / "claims.csv")
+    again = _ledger_from_committed_tables(root)
+    assert list(again.id) == list(committed.id)
+    assert list(again.verdict) == list(committed.verdict)
+    for col in ("estimate", "ci_low", "ci_high"):
+        assert np.allclose(again[col].astype(float), committed[col].astype(float), atol=1e-6, equal_nan=True), col
+    assert list(again.measured) == list(committed.measured)
+
+
+def test_the_default_results_name_the_code_that_built_them_and_the_lock_agrees():
+    """results/default/build.json names the commit whose code rebuilt them from nothing; every DVC
+    stage was recorded from that one library, the hash build.json keeps."""
+    import yaml
+
+    build = json.loads((RESULTS / "build.json").read_text())
+    assert len(build["commit"]) == 40 and build["wall_seconds"] > 0 and build["jobs"] > 0
+    lock = yaml.safe_load((RESULTS.parents[1] / "dvc.lock").read_text())["stages"]
+    library = {d["md5"] for s in lock.values() for d in s["deps"] if d["path"] == "nuwa"}
+    assert library == set(build["library_md5"]) and len(library) == 1
+    assert set(lock) == set(build["stages"])

@@ -3,6 +3,7 @@ on the library, and a change to library code marks the stages that run it as cha
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,58 @@ def test_a_library_change_marks_the_derive_stage_changed(tmp_path):
     (repo / "nuwa/__pycache__").mkdir(exist_ok=True)
     (repo / "nuwa/__pycache__/schedule.cpython-311.pyc").write_bytes(b"\0")  # importing writes these
     assert status() == {}
+    quiet = run([sys.executable, "scripts/stale_results.py"], repo).stdout
+    assert "derive" not in quiet
     with open(repo / "nuwa/schedule.py", "a") as f:
         f.write("# a change\n")
     assert status() == {"derive": [{"changed deps": {"nuwa": "modified"}}]}
+    # The report CI prints names the stage whose committed results the change leaves stale.
+    report = run([sys.executable, "scripts/stale_results.py"], repo)
+    assert report.returncode == 0 and "  derive: nuwa (modified)" in report.stdout
+
+
+def test_the_stale_report_names_code_and_parameters_not_missing_checkpoints():
+    from scripts.stale_results import stale
+
+    status = {
+        "base": [{"changed deps": {"nuwa": "modified", "data/fashion-mnist": "deleted"}},
+                 {"changed outs": {"models/default/bases": "not in cache"}}],
+        "derive": [{"changed deps": {"models/default/bases": "deleted",
+                                     "params.yaml": {"profiles.default.alphas": "modified"}}}],
+        "analysis": [{"changed deps": {"models/default/bases": "deleted"}}],  # a fresh clone: nothing stale
+        "data/fashion-mnist.dvc": "frozen",
+    }
+    assert stale(status) == {"base": ["nuwa (modified)"], "derive": ["params profiles.default.alphas (modified)"]}
+
+
+def test_the_report_stage_depends_on_the_rules_that_list_its_inputs():
+    """report_targets() and claims_inputs() live in common.smk: a change there must rerun it."""
+    assert "workflow/rules/common.smk" in STAGES["report"]["deps"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["no-such-profile", "--log", "LOG", "--command", "x"], "no results/no-such-profile/"),
+    (["dinov2", "--log", "no/such.log", "--command", "x"], "--log no/such.log: No such file or directory"),
+    (["dinov2", "--log", "EMPTY", "--command", "x"], ": no DVC stage or Snakemake job in it"),
+])
+def test_recording_a_build_refuses_bad_input_in_one_line(args, message, tmp_path):
+    import subprocess
+
+    empty = tmp_path / "empty.log"
+    empty.write_text("nothing ran\n")
+    args = [str(empty) if a in ("LOG", "EMPTY") else a for a in args]
+    before = (ROOT / "results/dinov2/build.json").exists()
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts/record_build.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert (ROOT / "results/dinov2/build.json").exists() == before  # nothing written
+
+
+def test_a_rebuild_log_gives_each_stages_seconds_the_jobs_and_the_wall_clock():
+    from scripts.record_build import measured
+
+    log = "\n".join(["Running stage 'base':", "Finished jobid: 3 (Rule: pretrain)", "Finished jobid: 0 (Rule: bases)",
+                     "Elapsed time: 0:09:53.631834", "Updating lock file 'dvc.lock'", "Running stage 'report':",
+                     "Finished jobid: 1 (Rule: claims)", "Elapsed time: 0:00:27.01",
+                     "\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:12:05"])
+    assert measured(log) == dict(wall_seconds=4325, jobs=3, stage_seconds={"base": 594, "report": 27})

@@ -38,18 +38,23 @@ def _seconds(hms: str) -> float:
 
 
 def measured(log: str) -> dict:
-    """From a `dvc repro` log: each stage's Snakemake elapsed time, the jobs Snakemake finished,
-    and the wall-clock time GNU time printed (else the stages' sum)."""
-    stages, current = {}, None
+    """From a `dvc repro` log: each completed stage's Snakemake elapsed time (a stage counts once
+    DVC recorded it in dvc.lock; one stopped midway does not), the jobs Snakemake finished in
+    those stages, and the wall-clock time GNU time printed (else the completed stages' sum)."""
+    stages, jobs, current, pending, stage_jobs = {}, 0, None, None, 0
     for line in log.splitlines():
         if m := re.match(r"Running stage '([^']+)'", line):
-            current = m.group(1)
+            current, pending, stage_jobs = m.group(1), None, 0
+        elif line.startswith("Finished jobid"):
+            stage_jobs += 1
         elif (m := re.match(r"Elapsed time: ([0-9:.]+)", line)) and current:
-            stages[current] = round(_seconds(m.group(1)))
+            pending = round(_seconds(m.group(1)))
+        elif line.startswith("Updating lock file") and current and pending is not None:
+            stages[current], jobs = pending, jobs + stage_jobs
             current = None
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([0-9:.]+)", log)
     return dict(wall_seconds=round(_seconds(wall.group(1))) if wall else sum(stages.values()),
-                jobs=len(re.findall(r"^Finished jobid", log, re.M)), stage_seconds=stages)
+                jobs=jobs, stage_seconds=stages)
 
 
 def main(argv: list[str]) -> int:

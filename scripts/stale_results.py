@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 # Dependencies that are code or parameters; anything else (models/, data/) is an input that a
 # fresh clone may simply not have.
@@ -53,6 +55,7 @@ def main(argv: list[str]) -> int:
     except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
         print(f"stale results: could not read `dvc status` ({e}); nothing reported")
         return 0
+    recorded = set(yaml.safe_load((ROOT / "dvc.lock").read_text()).get("stages", {})) if (ROOT / "dvc.lock").is_file() else set()
     found = stale(status)
     if not found:
         print("stale results: none; every stage's code and parameters are as dvc.lock recorded them")
@@ -60,7 +63,10 @@ def main(argv: list[str]) -> int:
     print(f"stale results: {len(found)} stage(s) ran on other code or parameters than the working tree has; "
           "their committed results are stale until rebuilt (dvc repro, or the Snakemake target):")
     for stage, changed in found.items():
-        print(f"  {stage}: " + ", ".join(changed))
+        if stage not in recorded:
+            print(f"  {stage}: never recorded in dvc.lock (its committed results come from a run outside DVC)")
+        else:
+            print(f"  {stage}: " + ", ".join(changed))
     return 0
 
 

@@ -492,7 +492,7 @@ def build_time() -> tuple[str, int]:
 
 def readme_build() -> list[str]:
     wall, jobs = build_time()
-    return [f"The run, from nothing (models and results deleted), took {wall}", f", {jobs} jobs)"]
+    return [f"The run, from nothing (models and results deleted), took {wall}", f", {jobs} jobs;"]
 
 
 def results_build() -> str:

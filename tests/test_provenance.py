@@ -103,10 +103,14 @@ def test_recording_a_build_refuses_bad_input_in_one_line(args, message, tmp_path
 
 
 def test_a_rebuild_log_gives_each_stages_seconds_the_jobs_and_the_wall_clock():
+    """Stages DVC recorded count; one stopped midway (no lock update) does not, nor do its jobs."""
     from scripts.record_build import measured
 
     log = "\n".join(["Running stage 'base':", "Finished jobid: 3 (Rule: pretrain)", "Finished jobid: 0 (Rule: bases)",
                      "Elapsed time: 0:09:53.631834", "Updating lock file 'dvc.lock'", "Running stage 'report':",
-                     "Finished jobid: 1 (Rule: claims)", "Elapsed time: 0:00:27.01",
-                     "\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:12:05"])
-    assert measured(log) == dict(wall_seconds=4325, jobs=3, stage_seconds={"base": 594, "report": 27})
+                     "Finished jobid: 1 (Rule: claims)", "Elapsed time: 0:00:27.01", "Updating lock file 'dvc.lock'",
+                     "Running stage 'seed004':", "Finished jobid: 9 (Rule: seed004_train)", "Elapsed time: 0:31:42.8",
+                     "WorkflowError:"])
+    assert measured(log) == dict(wall_seconds=621, jobs=3, stage_seconds={"base": 594, "report": 27})
+    timed = log + "\n\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:12:05"
+    assert measured(timed)["wall_seconds"] == 4325

@@ -90,14 +90,16 @@ def _mobilevit_info(args: argparse.Namespace, cfg) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from .export import DEFAULT_CALIB_SAMPLES, export, parse_precision
+    from .export import DEFAULT_CALIB_SAMPLES, INT8_KERNELS, export, parse_precision
 
     precision, mode = parse_precision("fp16" if args.fp16 else "int8" if args.int8 else "fp32", args.int8_mode)
     samples = DEFAULT_CALIB_SAMPLES if args.calib_samples is None else args.calib_samples
     path = export(args.model, args.onnx, precision=precision, int8_mode=mode, calib=args.calib_data,
                   calib_samples=samples)
-    print(json.dumps(dict(onnx=str(path), precision=precision if mode is None else f"int8-{mode}",
-                          bytes=path.stat().st_size)))
+    out = dict(onnx=str(path), precision=precision if mode is None else f"int8-{mode}", bytes=path.stat().st_size)
+    if mode is not None:
+        out["int8_weights"] = INT8_KERNELS  # which integer kernels the file was quantised for
+    print(json.dumps(out))
     return 0
 
 

@@ -19,7 +19,7 @@ from nuwa.arch import EdgeViTConfig
 from nuwa.cli import main
 from nuwa.data import class_subset, open_split
 from nuwa.errors import NuwaError
-from nuwa.export import export, read_meta
+from nuwa.export import INT8_KERNELS, META_INT8, export, read_meta
 from nuwa.onnx_eval import compare_precisions, evaluate_onnx
 from nuwa.train import fit
 # `npz`, the tiny blob data set, is a session fixture (tests/conftest.py).
@@ -122,7 +122,12 @@ def test_cli_export_static_int8_then_eval_onnx(edge_dir, npz, tmp_path, capfd):
     stdout = capfd.readouterr().out.strip().splitlines()
     assert len(stdout) == 1, stdout
     summary = json.loads(stdout[0])
-    assert summary == dict(onnx=str(path), precision="int8-static", bytes=path.stat().st_size)
+    assert summary == dict(onnx=str(path), precision="int8-static", bytes=path.stat().st_size,
+                           int8_weights=INT8_KERNELS)
+    # The file itself says which integer kernels it was quantised for (7-bit weights: no
+    # saturation on x86 CPUs without VNNI, so the bounds above hold on every CPU).
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert meta[META_INT8] == INT8_KERNELS and "7-bit" in INT8_KERNELS
     assert [p.name for p in tmp_path.iterdir()] == ["edge-int8.onnx"]  # no temporary left behind
     assert main(["eval", "--onnx", str(path), "--data", npz, "--classes", "north,east,centre"]) == 0
     ev = json.loads(capfd.readouterr().out.strip().splitlines()[-1])

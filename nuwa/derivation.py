@@ -24,7 +24,7 @@ from . import cost, io
 from .base import load_base
 from .errors import NuwaError
 from .model import EdgeViT
-from .options import RATE_TOLERANCE, DeriveOptions, check_recovery, check_request
+from .options import DEFAULT_RECOVERY, RATE_TOLERANCE, DeriveOptions, check_recovery, check_request
 from .methods import METHODS
 from .task import open_base_data, open_subtask
 from .timing import PhaseTimer, peak_rss_mb  # noqa: F401  (re-exported: derivations report both)
@@ -86,7 +86,7 @@ def derive(
     metric: str = "flops",
     latency_ms: float | None = None,
     method: str = "nuwa",
-    recovery: str = "finetune",
+    recovery: str | None = None,
     finetune_epochs: int = 5,
     seed: int = 0,
     checkpoint: str | Path | None = None,
@@ -101,12 +101,16 @@ def derive(
     with `out`, also writes the model directory (config, weights, report.json) atomically.
     With `proxy_gmm` (a device's gmm.json, `nuwa fit-gmm`), `data` is a public pool and the data
     set is its samples the device's mixture scores highest (nuwa.proxy); `classes` defaults to
-    the gmm's class names. A MobileViT base directory is derived by `nuwa.mobilevit.derive`
-    (`teacher`: its distillation teacher)."""
+    the gmm's class names. `recovery` (nuwa.recovery.recover) defaults to `standard`. A MobileViT
+    base directory is derived by `nuwa.mobilevit.derive` (`teacher`: its distillation teacher;
+    `recovery` defaults to finetune there)."""
     opts = (options or DeriveOptions()).validate().for_seed(seed)
+    mobilevit = isinstance(model, (str, Path)) and Path(model).is_dir() and not hasattr(io.read_config(model), "layers")
+    if recovery is None:
+        recovery = "finetune" if mobilevit else DEFAULT_RECOVERY
     check_request(rate=rate, metric=metric, latency_ms=latency_ms, method=method, recovery=recovery,
                   finetune_epochs=finetune_epochs, classes=classes, subtask=subtask, proxy_gmm=proxy_gmm)
-    if isinstance(model, (str, Path)) and Path(model).is_dir() and not hasattr(io.read_config(model), "layers"):
+    if mobilevit:
         for name, value in (("latency_ms", latency_ms), ("proxy_gmm", proxy_gmm), ("subtask", subtask),
                             ("checkpoint", checkpoint)):
             if value is not None:
@@ -201,10 +205,10 @@ def derive(
 
 
 def finetune_dir(model_dir: str | Path, data: str, *, epochs: int = 5, seed: int = 0, out: str | Path,
-                 options: DeriveOptions | None = None, limit: int | None = None, recovery: str = "finetune",
+                 options: DeriveOptions | None = None, limit: int | None = None, recovery: str = DEFAULT_RECOVERY,
                  base: str | Path | None = None) -> tuple[EdgeViT, dict]:
-    """Recovery as its own step: recover a derived model (`recovery`: finetune, distill,
-    closed-form or none) on its classes' fit split (the same split `derive` uses) and write it to
+    """Recovery as its own step: recover a derived model (`recovery`: standard, paper, finetune,
+    distill, closed-form or none; nuwa.recovery.recover) on its classes' fit split (the same split `derive` uses) and write it to
     `out` with its report extended by the recovery's parameters, history and seconds. `limit`
     caps the training samples per epoch (a fresh random subset each epoch; None: all). distill and
     closed-form need the base: `base`, else the base directory the derive report names."""
@@ -229,7 +233,7 @@ def finetune_dir(model_dir: str | Path, data: str, *, epochs: int = 5, seed: int
     derived_split = (report.get("options") or {}).get("split_seed")
     opts = opts.for_seed(seed if derived_split is None else derived_split)
     teacher = None
-    if recovery in ("distill", "closed-form"):
+    if recovery in ("distill", "closed-form") or (recovery == "standard" and max(opts.recovery_distill_alphas) > 0):
         where = base if base is not None else report.get("base")
         if where is None or not Path(str(where)).is_dir():
             raise NuwaError(f"--recovery {recovery} needs the base model directory: {where!r} is not one "

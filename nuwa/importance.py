@@ -22,7 +22,6 @@ from typing import Callable, Iterable, Protocol
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .device import autocast
 from .model import EdgeViT
@@ -71,7 +70,9 @@ def weight_saliency(
     per_sample = _per_sample_grads(model, params, loss_fn) if microbatch == 1 and chunk > 1 else None
     passes = 0
     where = next(iter(params.values())).device if params else torch.device("cpu")
-    bar = tqdm(batches, desc=desc, unit="batch", leave=False, disable=desc is None)
+    from .progress import bar as progress_bar
+
+    bar = progress_bar(batches, desc=desc, unit="batch", leave=False)
     try:
         for x, y in bar:
             if per_sample is not None:

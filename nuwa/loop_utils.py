@@ -3,7 +3,6 @@ and preprocessing, eval mode for a while, and the progress bar."""
 from __future__ import annotations
 
 import math
-import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -46,10 +45,11 @@ def check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
         raise NuwaError(f"{name}={value!r} must be an integer >= {minimum}")
 
 
-def check_number(name: str, value: Any, *, low: float, strict: bool) -> None:
+def check_number(name: str, value: Any, *, low: float, strict: bool, high: float | None = None) -> None:
     ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value <= low if strict else value < low):
-        raise NuwaError(f"{name}={value!r} must be a finite number {'>' if strict else '>='} {low}")
+    if not ok or (value <= low if strict else value < low) or (high is not None and value > high):
+        where = f"in [{low}, {high}]" if high is not None else f"{'>' if strict else '>='} {low}"
+        raise NuwaError(f"{name}={value!r} must be a finite number {where}")
 
 
 def check_labels(y: torch.Tensor, num_classes: int) -> None:
@@ -59,7 +59,8 @@ def check_labels(y: torch.Tensor, num_classes: int) -> None:
 
 
 def progress(total: int, desc: str | None) -> Any:
-    """A tqdm bar on stderr; desc=None gives a silent one (as `batches(progress=None)` does)."""
-    from tqdm import tqdm
+    """A progress bar of images on stderr (nuwa.progress.bar); desc=None gives a silent one (as
+    `batches(progress=None)` does)."""
+    from .progress import bar
 
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True, disable=desc is None)
+    return bar(total=total, desc=desc, unit="img")

@@ -2,7 +2,6 @@
 and what each precision costs against fp32 in accuracy, bytes and time (`compare_precisions`)."""
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -80,7 +79,7 @@ def compare_precisions(model_dir: str | Path, data_spec: Any, *, precisions: Seq
     `precisions` may name int8 modes ("int8-static"); static calibrates on `calib` (default: the
     training split of `data_spec`). `out_dir` keeps the files (`{precision}.onnx`).
     """
-    from tqdm import tqdm
+    from .progress import bar
 
     from .bench import measure_latency
     from .data import Preprocess
@@ -117,7 +116,7 @@ def compare_precisions(model_dir: str | Path, data_spec: Any, *, precisions: Seq
                 bytes_vs_fp32=f.stat().st_size / ref_bytes, n=int(labels.size), max_abs_logit_diff=float(np.abs(logits - ref).max()),
                 rel_logit_diff=float(np.abs(logits - ref).max() / max(float(np.abs(ref).max()), 1e-12)),
                 argmax_agreement=float((logits.argmax(-1) == ref.argmax(-1)).mean()))
-            for b in tqdm(list(batch_sizes), desc=f"latency {name}", file=sys.stderr, leave=False):
+            for b in bar(list(batch_sizes), desc=f"latency {name}", leave=False):
                 lat = measure_latency(model, batch_size=b, runtime="onnx", threads=threads, warmup=warmup,
                                       repeats=repeats, onnx_path=f)
                 row[f"latency_ms_b{b}"] = lat["latency_ms_median"]

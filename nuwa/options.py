@@ -15,7 +15,10 @@ from .errors import NuwaError
 METHOD_NAMES = ("nuwa", "random", "nvit", "xpruner")
 # Methods for MobileViT bases only: seed 004's weight-norm recipe (nuwa.mobilevit.methods).
 HYBRID_METHOD_NAMES = ("norm", "nuwa-norm")
-RECOVERY_NAMES = ("finetune", "distill", "closed-form", "none")
+# standard: the default recipe (nuwa.recovery.recipe); paper: the NuWa paper's; finetune: AdamW
+# at finetune_lr for the given epochs (the workflow's profiles); distill, closed-form: nuwa.recovery.
+RECOVERY_NAMES = ("standard", "paper", "finetune", "distill", "closed-form", "none")
+DEFAULT_RECOVERY = "standard"  # of a ViT (a MobileViT's is finetune)
 METRICS = ("params", "flops")
 ADAPTIVE_DIMS = ("qk", "v", "mlp", "embed")
 SVD_CHOICES = ("product", "joint", "data", "off")  # nuwa.svd; off: score-based query-key/value selection
@@ -66,9 +69,9 @@ def _flagged(default: Any, *, help: str | None = None, choices: tuple[str, ...] 
 
 @dataclass
 class AdaptiveOptions:
-    gamma_qkv: float = _flagged(0.01)
+    gamma_qkv: float = _flagged(0.01, help="adaptive stage: decay step of the query-key/value energy threshold (0.01)")
     gamma_ratio: tuple[float, float, float] = DEFAULT_GAMMA_RATIO  # qkv : exp : emb
-    round_to: int = _flagged(8)
+    round_to: int = _flagged(8, help="round pruned sizes to a multiple of this (8; 1 = exact)")
     # dims left unpruned (ablation, Table 5)
     exclude: tuple[str, ...] = _flagged(
         (), help=f"adaptive dims left unpruned: any of {','.join(ADAPTIVE_DIMS)}")
@@ -88,7 +91,7 @@ class AdaptiveOptions:
 class DeriveOptions:
     """Every knob of a derivation, with the paper's values as defaults."""
 
-    rho_depth: float = _flagged(0.95)
+    rho_depth: float = _flagged(0.95, help="depth: drop a layer while the earlier exit keeps this share of top-1 (0.95)")
     # budget: drop layers by the rho_depth rule from the top (and heads by rho_head), but never so
     # many that the cut model alone is within the budget (it would undershoot the requested cost);
     # the adaptive stage trims the rest, so the achieved rate lands at the request. accuracy: the
@@ -97,15 +100,15 @@ class DeriveOptions:
     depth_policy: str = _flagged("budget", choices=DEPTH_POLICIES,
                                  help="budget: depth never cuts past the requested cost (default); "
                                       "accuracy: the paper's rule alone")
-    rho_head: float = _flagged(0.90)
+    rho_head: float = _flagged(0.90, help="heads: keep the fewest with this share of the importance (0.90)")
     adaptive: AdaptiveOptions = field(default_factory=AdaptiveOptions)
     svd: str = _flagged("product", choices=SVD_CHOICES,
                         help="query-key/value rotation: product (default), joint (Eq. 13), data (weighted by the "
                              "layers' inputs on score_samples fit images), off (Taylor scores pick the dims)")
     prune_depth: bool = True
     prune_heads: bool = True
-    taylor_microbatch: int = _flagged(1)  # 1 = per-sample expectation (Eq. 4)
-    score_samples: int = _flagged(512)  # sub-task samples for importance scores
+    taylor_microbatch: int = _flagged(1, help="images per Taylor-score gradient (1: per-sample, Eq. 4)")
+    score_samples: int = _flagged(512, help="sub-task images the importance scores are computed on (512)")
     # The per-base caches (`nuwa prepare`), on all-class fit images. Each embedding-score image
     # costs a per-sample forward and backward pass (~3 forward passes); the per-layer classifiers'
     # features one forward pass for all layers. These sizes keep a DeiT-S derivation at 224x224
@@ -116,12 +119,12 @@ class DeriveOptions:
     layer_head_samples: int = _flagged(2048, help="all-class images the per-layer classifiers are trained on "
                                                   "(per base, cached; default 2048)")
     layer_head_epochs: int = 30
-    val_fraction: float = _flagged(0.1)
+    val_fraction: float = _flagged(0.1, help="share of the training split held out for validation (0.1)")
     # The fit/validation split of the base's training data. None: the run's seed (`--seed`), so
     # seeds differ in their split too; the per-base caches are kept per split (nuwa.base).
     split_seed: int | None = _flagged(None, help="seed of the fit/validation split (default: the run's --seed)",
                                       seed=True)
-    batch_size: int = _flagged(64)  # scoring and fine-tuning batch
+    batch_size: int = _flagged(64, help="batch of scoring, fine-tuning and validation (64)")
     finetune_lr: float = 1e-4
     weight_decay: float = 0.05
     # Recovery --recovery closed-form | distill (nuwa.recovery). ridge: penalty per calibration token,
@@ -135,8 +138,27 @@ class DeriveOptions:
     distill_alpha: float = _flagged(0.5, help="distill recovery: weight of the teacher term (0.5)")
     distill_feature_weight: float = _flagged(
         0.0, help="distill recovery: weight of exit class-token mimicking (0 = off)")
-    latency_batch: int = _flagged(1)
-    latency_runtime: str = _flagged("torch", choices=LATENCY_RUNTIMES)
+    # The standard recovery (nuwa.recovery.recipe): AdamW with linear warm-up over warmup_fraction of
+    # the steps, cosine decay and layer-wise lr decay (MAE and BEiT fine-tune ViT-B at 0.65, larger
+    # and smaller ViTs at 0.75), DeiT distillation from the base. Each lr (at the first distillation
+    # weight), then each weight at the best lr, trains recovery_search_samples from the pruned
+    # weights; the best pair on validation then trains in
+    # rounds of recovery_round samples until validation loss has not fallen for recovery_patience
+    # rounds, or recovery_max_samples. The lrs span a from-scratch miniature's (1e-4) and a
+    # pretrained ViT's, which lr 1e-4 without warm-up wrecks (results/dinov2/recovery_diagnosis.md).
+    recovery_lrs: tuple[float, ...] = _flagged(
+        (1e-5, 3e-5, 1e-4), help="standard recovery: lr candidates, chosen on validation (1e-5,3e-5,1e-4)")
+    recovery_distill_alphas: tuple[float, ...] = _flagged(
+        (0.5, 0.9), help="standard recovery: distillation weight candidates in [0, 1], chosen on validation (0.5,0.9)")
+    layer_decay: float = _flagged(0.75, help="standard recovery: layer-wise lr decay in (0, 1] (0.75; 1 = none)")
+    warmup_fraction: float = _flagged(0.1, help="standard recovery: share of steps of linear warm-up (0.1)")
+    recovery_round: int = _flagged(2000, help="standard recovery: samples between validation reads (2000)")
+    recovery_max_samples: int = _flagged(32000, help="standard recovery: sample cap (32000)")
+    recovery_patience: int = _flagged(2, help="standard recovery: rounds without a lower validation loss "
+                                              "before it stops (2)")
+    recovery_search_samples: int = _flagged(2000, help="standard recovery: samples each candidate trains (2000)")
+    latency_batch: int = _flagged(1, help="--latency-ms: the batch size the budget is for (1)")
+    latency_runtime: str = _flagged("torch", choices=LATENCY_RUNTIMES, help="--latency-ms: the runtime timed (torch)")
     latency_threads: int | None = None
     latency_margin: float = 0.05  # a candidate must beat the latency budget by this share
     xpruner: dict[str, Any] | None = None  # MaskOptions of the X-Pruner baseline (nuwa.methods.xpruner)
@@ -205,6 +227,17 @@ class DeriveOptions:
              "must be a finite number > 0")
         need(_finite(self.distill_alpha) and 0 <= self.distill_alpha <= 1, "distill_alpha", self.distill_alpha,
              "must be a number in [0, 1]")
+        need(len(self.recovery_lrs) >= 1 and all(_finite(v) and v > 0 for v in self.recovery_lrs), "recovery_lrs",
+             self.recovery_lrs, "must be one or more numbers > 0")
+        need(len(self.recovery_distill_alphas) >= 1 and all(_finite(v) and 0 <= v <= 1 for v in self.recovery_distill_alphas),
+             "recovery_distill_alphas", self.recovery_distill_alphas, "must be one or more numbers in [0, 1]")
+        need(_finite(self.layer_decay) and 0 < self.layer_decay <= 1, "layer_decay", self.layer_decay,
+             "must be a number in (0, 1]")
+        need(_finite(self.warmup_fraction) and 0 <= self.warmup_fraction < 1, "warmup_fraction",
+             self.warmup_fraction, "must be a number in [0, 1)")
+        for name in ("recovery_round", "recovery_max_samples", "recovery_patience", "recovery_search_samples"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, v, "must be an integer >= 1")
         need(isinstance(self.calib_samples, int) and not isinstance(self.calib_samples, bool)
              and self.calib_samples >= 1, "calib_samples", self.calib_samples, "must be an integer >= 1")
         need(isinstance(self.latency_margin, (int, float)) and 0 <= self.latency_margin < 1, "latency_margin",
@@ -242,7 +275,7 @@ def check_request(*, rate, metric, latency_ms, method, recovery, finetune_epochs
     if method not in METHOD_NAMES + HYBRID_METHOD_NAMES:
         raise NuwaError(f"unknown method {method!r}; expected one of "
                         f"{', '.join(sorted(METHOD_NAMES + HYBRID_METHOD_NAMES))}")
-    check_recovery(recovery, finetune_epochs)
+    check_recovery(DEFAULT_RECOVERY if recovery is None else recovery, finetune_epochs)
     if classes is not None and subtask is not None or (proxy_gmm is None and classes is None and subtask is None):
         # With proxy_gmm neither is needed: the classes default to the gmm's class names.
         raise NuwaError("give exactly one of --classes or --subtask" + ("" if proxy_gmm else " (or --proxy-gmm)"))

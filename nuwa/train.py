@@ -22,15 +22,13 @@ from .evaluate import evaluate
 from .loop_utils import (
     Preprocessor, check_labels, check_number, check_positive_int, model_device, preprocess_for, progress,
 )
+from .optim import NO_DECAY_NAMES, cosine_lr, layer_id, param_groups  # noqa: F401  (this module's API)
+from .distillation import (  # noqa: F401  (this module's API)
+    DISTILL_ALPHA, DISTILL_TAU, TeacherCache, distillation_loss, sliced_teacher_logits, teacher_columns,
+)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
-# Parameters that timm/DeiT exclude from weight decay besides biases and norms (1-D tensors):
-# decaying learned token embeddings towards zero only hurts.
-NO_DECAY_NAMES = ("cls_token", "pos_embed", "dist_token")
-# DeiT's soft-distillation defaults (--distillation-alpha 0.5 --distillation-tau 1.0).
-DISTILL_ALPHA = 0.5
-DISTILL_TAU = 1.0
 AUGMENT_SHIFT = 2  # pixels
 
 
@@ -43,32 +41,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-# ---- optimiser pieces -------------------------------------------------------------------------
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups in the timm/DeiT convention: no decay on biases, norm weights (all 1-D
-    tensors) and the class/position embeddings."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.ndim <= 1 or name.endswith(".bias") or name.split(".")[-1] in NO_DECAY_NAMES:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    groups = [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
-    return [g for g in groups if g["params"]]
-
-
-def cosine_lr(step: int, *, total_steps: int, warmup_steps: int, base_lr: float) -> float:
-    """Learning rate for optimiser step `step` (0-based): linear warm-up to `base_lr` over
-    `warmup_steps`, then half a cosine down towards 0 at `total_steps`."""
-    if step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return 0.5 * base_lr * (1.0 + math.cos(math.pi * progress))
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, shift: int = AUGMENT_SHIFT) -> torch.Tensor:
@@ -86,34 +58,6 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, shift: int = AUGM
     b = torch.arange(B, device=x.device)[:, None, None]
     out = padded[b, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (B, C, H, W)
     return torch.where(flip.to(x.device)[:, None, None, None], out.flip(-1), out).contiguous()
-
-
-# ---- distillation ---------------------------------------------------------------------------------
-def distillation_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor, *,
-                      alpha: float = DISTILL_ALPHA, tau: float = DISTILL_TAU,
-                      label_smoothing: float = 0.0) -> torch.Tensor:
-    """DeiT's soft distillation: (1 - alpha) * CE(labels) + alpha * tau^2 * KL(teacher || student)
-    at temperature tau (KL averaged over the batch)."""
-    ce = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
-    kl = F.kl_div(F.log_softmax(logits / tau, dim=-1), F.log_softmax(teacher_logits / tau, dim=-1),
-                  reduction="batchmean", log_target=True)
-    return (1.0 - alpha) * ce + alpha * tau * tau * kl
-
-
-def teacher_columns(student: nn.Module, teacher: nn.Module) -> list[int] | None:
-    """Which teacher logits correspond to the student's outputs (None: all, in order).
-
-    Both configs' `classes` map outputs to base-model classes (None: identity), so a base
-    model can teach an edge model derived from it for a subset of its classes."""
-    s_cfg, t_cfg = student.config, teacher.config  # type: ignore[attr-defined]
-    s_classes = list(range(s_cfg.num_classes)) if s_cfg.classes is None else list(s_cfg.classes)
-    t_classes = list(range(t_cfg.num_classes)) if t_cfg.classes is None else list(t_cfg.classes)
-    position = {c: j for j, c in enumerate(t_classes)}
-    missing = [c for c in s_classes if c not in position]
-    if missing:
-        raise NuwaError(f"teacher has no output for the student's class(es) {missing}")
-    cols = [position[c] for c in s_classes]
-    return None if cols == list(range(t_cfg.num_classes)) else cols
 
 
 # ---- training -----------------------------------------------------------------------------------
@@ -152,6 +96,11 @@ def fit(
     label_smoothing: float = 0.0,
     loss_fn: LossFn | None = None,
     teacher: nn.Module | None = None,
+    distill_alpha: float = DISTILL_ALPHA,
+    distill_tau: float = DISTILL_TAU,
+    teacher_cache: "TeacherCache | None" = None,
+    layer_decay: float = 1.0,
+    patience: int | None = None,
     limit: int | None = None,
     desc: str | None = "train",
     log: Callable[[str], None] | None = None,
@@ -159,9 +108,15 @@ def fit(
     """Train `model` in place with AdamW and a per-step cosine schedule (linear warm-up).
 
     Loss: cross-entropy with `label_smoothing`; with a `teacher` (and no `loss_fn`), DeiT
-    soft distillation against the teacher's logits for the student's classes; `loss_fn(logits,
-    targets, x)` (x: the preprocessed batch) replaces either, and then a teacher is only held
-    in eval mode. `limit` caps the samples per epoch (a fresh random subset each epoch).
+    soft distillation (`distill_alpha`, `distill_tau`) against the teacher's logits for the
+    student's classes; `loss_fn(logits, targets, x)` (x: the preprocessed batch) replaces either,
+    and then a teacher is only held in eval mode. `teacher_cache` (a `TeacherCache` of
+    `train_ds`, instead of `teacher`; no augmentation): each training image's teacher logits
+    are computed the first time it is drawn and reused in later epochs (and by later `fit`
+    calls sharing the cache), so the teacher costs one forward pass per image, not one per step.
+    `layer_decay`: layer-wise lr decay (`param_groups`). `limit` caps the samples per epoch (a fresh random
+    subset each epoch). `patience` (needs `val_ds`): stop once that many epochs in a row have
+    not lowered the validation loss (history "stopped_after").
     `log` receives one summary line per epoch (and one when an earlier epoch's weights are kept).
     The model is left in eval mode.
 
@@ -173,11 +128,27 @@ def fit(
     Returns {"epochs": [{"epoch", "train_loss", "val_top1", "val_loss", "seconds"}],
     "steps": optimiser steps, "samples_seen": training samples, "guard": "val_loss" or None
     (no validation set), "val_at_start": {"top1", "loss"} of the starting weights or None,
-    "best_epoch": the epoch whose weights the model ends with (0: the starting weights)}.
+    "best_epoch": the epoch whose weights the model ends with (0: the starting weights),
+    "stopped_after": the last epoch trained, "teacher_forwards": images the teacher ran on}.
     """
     _check_fit_args(epochs, lr, weight_decay, batch_size, warmup_epochs, label_smoothing, limit, seed)
+    check_number("distill_alpha", distill_alpha, low=0.0, strict=False, high=1.0)
+    check_number("distill_tau", distill_tau, low=0.0, strict=True)
+    check_number("layer_decay", layer_decay, low=0.0, strict=True, high=1.0)
+    if patience is not None:
+        check_positive_int("patience", patience)
+        if val_ds is None:
+            raise NuwaError("patience (early stopping) needs a validation set")
+    if teacher_cache is not None:
+        if augment or teacher is not None or loss_fn is not None:
+            raise NuwaError("a teacher cache replaces `teacher` and needs no loss_fn and no augmentation "
+                            "(each augmented view would need its own teacher pass)")
+        if len(teacher_cache.known) != len(train_ds):
+            raise NuwaError(f"the teacher cache holds {len(teacher_cache.known)} images, the training set "
+                            f"{len(train_ds)}")
+        teacher = teacher_cache.teacher
     history: dict[str, Any] = {"epochs": [], "steps": 0, "samples_seen": 0, "guard": None, "val_at_start": None,
-                               "best_epoch": epochs}
+                               "best_epoch": epochs, "stopped_after": epochs, "teacher_forwards": 0}
     if epochs == 0:
         model.eval()
         return history
@@ -190,7 +161,7 @@ def fit(
     cols = None
     if teacher is not None and loss_fn is None:
         cols = teacher_columns(model, teacher)
-    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay, layer_decay=layer_decay), lr=lr)
     schedule = dict(total_steps=epochs * steps_per_epoch, warmup_steps=round(warmup_epochs * steps_per_epoch),
                     base_lr=lr)
     # Separate streams, so turning augmentation on or off does not change the data order.
@@ -198,7 +169,11 @@ def fit(
     augment_gen = torch.Generator().manual_seed(seed + 0x9E3779B9)
     teacher_mode = teacher.training if teacher is not None else False
     fork_devices = [device.index or 0] if device.type == "cuda" else []
-    step_kw = dict(loss_fn=loss_fn, teacher=teacher, cols=cols, label_smoothing=label_smoothing)
+    if teacher_cache is not None:
+        cols = teacher_cache.cols
+        forwards_before = teacher_cache.forwards
+    step_kw = dict(loss_fn=loss_fn, teacher=teacher, cols=cols, label_smoothing=label_smoothing,
+                   alpha=distill_alpha, tau=distill_tau)
     best = None  # (validation loss, epoch, weights) of the best weights so far
     if val_ds is not None:
         start_metrics = evaluate(model, val_ds, preprocess=preprocess, desc=None if desc is None else "val")
@@ -217,7 +192,8 @@ def fit(
                     train_loss = _train_epoch(
                         model, optimizer, train_ds, history, bar=bar, batch_size=batch_size, seed=epoch_seed,
                         limit=limit, augment_gen=augment_gen if augment else None, preprocess=preprocess,
-                        schedule=schedule, step_kw=step_kw, where=f"{desc or 'fit'} epoch {epoch + 1}")
+                        schedule=schedule, step_kw=step_kw, cache=teacher_cache,
+                        where=f"{desc or 'fit'} epoch {epoch + 1}")
                     record = _end_epoch(model, epoch, train_loss, val_ds, preprocess, start, desc)
                     if record["val_top1"] is not None:
                         bar.set_postfix(loss=f"{train_loss:.4f}", val_top1=f"{record['val_top1']:.4f}")
@@ -228,12 +204,19 @@ def fit(
                     best = (record["val_loss"], epoch + 1, _snapshot(model) if epoch + 1 < epochs else None)
                 if log is not None:
                     log(_summary(desc, epoch, epochs, record))
+                if patience is not None and best is not None and epoch + 1 - best[1] >= patience:
+                    history["stopped_after"] = epoch + 1
+                    if best[2] is None:  # the last epoch was the best: nothing was snapshotted
+                        best = (best[0], best[1], _snapshot(model))
+                    break
         finally:
             if teacher is not None:
                 teacher.train(teacher_mode)
+    if teacher_cache is not None:
+        history["teacher_forwards"] = teacher_cache.forwards - forwards_before
     if best is not None:
         history["best_epoch"] = best[1]
-        if best[1] != epochs:
+        if best[1] != history["stopped_after"]:
             model.load_state_dict(best[2])
             if log is not None:
                 log(f"{desc or 'fit'}: kept the weights of epoch {best[1]} (0: the starting ones), "
@@ -248,11 +231,15 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, ds: Any, history: dict[str, Any], *,
                  bar: Any, batch_size: int, seed: int, limit: int | None, augment_gen: torch.Generator | None,
-                 preprocess: Preprocessor, schedule: dict[str, Any], step_kw: dict[str, Any], where: str) -> float:
+                 preprocess: Preprocessor, schedule: dict[str, Any], step_kw: dict[str, Any],
+                 cache: "TeacherCache | None", where: str) -> float:
     """One pass over (a `limit`ed random subset of) `ds`; counts steps and samples into
     `history` and returns the mean training loss per sample."""
+    from .data import sample_order
+
     device = model_device(model)
     num_classes = int(model.config.num_classes)  # type: ignore[attr-defined]
+    order = sample_order(len(ds), True, seed, limit) if cache is not None else None
     model.train()
     total_loss, seen = 0.0, 0
     for x, y in _train_batches(ds, batch_size, seed, limit):
@@ -260,7 +247,12 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, ds: Any, hi
         if augment_gen is not None:
             x = augment_batch(x, augment_gen)
         x, y = preprocess(x.to(device)), y.to(device)
-        loss = _step(model, optimizer, x, y, schedule, history["steps"], **step_kw)
+        soft = None
+        if cache is not None:
+            soft = cache.logits(order[seen:seen + len(y)], x)
+        elif step_kw["teacher"] is not None and step_kw["loss_fn"] is None:
+            history["teacher_forwards"] += len(y)
+        loss = _step(model, optimizer, x, y, schedule, history["steps"], soft=soft, **step_kw)
         if not math.isfinite(loss):
             raise NuwaError(f"{where}: loss became {loss} at step {history['steps'] + 1}; "
                             f"try a smaller lr than {schedule['base_lr']}")
@@ -280,21 +272,22 @@ def _train_batches(ds: Any, batch_size: int, seed: int, limit: int | None) -> It
 
 def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
           schedule: dict[str, Any], step: int, *, loss_fn: LossFn | None, teacher: nn.Module | None,
-          cols: list[int] | None, label_smoothing: float) -> float:
-    """One optimiser step at the scheduled learning rate; returns the batch loss."""
+          cols: list[int] | None, label_smoothing: float, alpha: float, tau: float,
+          soft: torch.Tensor | None = None) -> float:
+    """One optimiser step at the scheduled learning rate; returns the batch loss. `soft`: the
+    teacher's logits of the batch, already computed (the teacher cache)."""
     lr = cosine_lr(step, **schedule)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     with autocast(x.device):
         logits = model(x)
         if loss_fn is not None:
             loss = loss_fn(logits, y, x)
         elif teacher is not None:
-            with torch.no_grad():  # not inference_mode: KL keeps the teacher's logits for backward
-                t_logits = teacher(x)
-            if cols is not None:
-                t_logits = t_logits[:, cols]
-            loss = distillation_loss(logits.float(), y, t_logits.float(), label_smoothing=label_smoothing)
+            if soft is None:
+                soft = sliced_teacher_logits(teacher, x, cols)
+            loss = distillation_loss(logits.float(), y, soft.float(), alpha=alpha, tau=tau,
+                                     label_smoothing=label_smoothing)
         else:
             loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             models[svd] = Path(tmp) / svd
             print(f"svd {svd}: val top-1 {report['val_top1']:.4f} at rate {report['rate_achieved']:.3f}", file=sys.stderr)
         chosen = max(rows, key=lambda r: r["val_top1"])["svd"]
-        _, ft = finetune_dir(models[chosen], a.data, epochs=a.epochs, limit=a.limit, seed=a.seed,
+        _, ft = finetune_dir(models[chosen], a.data, epochs=a.epochs, limit=a.limit, seed=a.seed, recovery="finetune",
                              options=dataclasses.replace(base_opts, svd=chosen), out=Path(tmp) / "finetuned")
     history = ft["finetune_history"]
     curve = [dict(samples=0, val_top1=history["val_at_start"]["top1"], seconds=0.0)]

@@ -129,8 +129,26 @@ def pytest_configure(config):
                                        "the workflow builds")
 
 
+# Modules whose every test runs Snakemake, DVC or a container build: the slow tier.
+PIPELINE_MODULES = {"test_workflow", "test_container"}
+
+
+def _slow(item) -> bool:
+    """The full suite's own tier: a test that reads a workflow build (directly or through a fixture),
+    lives in a pipeline module, or needs the machine to itself."""
+    module = getattr(item, "module", None)
+    return (bool(BUILD_FIXTURES & set(getattr(item, "fixturenames", ())))
+            or (module is not None and module.__name__.rpartition(".")[2] in PIPELINE_MODULES)
+            or item.get_closest_marker("unloaded") is not None)
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """Stable reorder: others first, then the readers of a build, then the `unloaded` tests."""
+    """Mark the slow tier (`pytest -m "not slow"` leaves it out); then a stable reorder: others
+    first, then the readers of a build, then the `unloaded` tests."""
+    for item in items:
+        if _slow(item) and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.slow)
+
     def group(item) -> int:
         if item.get_closest_marker("unloaded"):
             return 2

@@ -106,10 +106,10 @@ def test_finetune_limit_caps_the_samples_per_epoch(irregular_model, tmp_path):
     io.save(irregular_model, tmp_path / "pruned", report={})
     opts = DeriveOptions(batch_size=8)
     _, report = finetune_dir(tmp_path / "pruned", f"npz:{tmp_path / 'd.npz'}", epochs=2, seed=0,
-                             out=tmp_path / "tuned", options=opts, limit=24)
+                             out=tmp_path / "tuned", options=opts, limit=24, recovery="finetune")
     assert report["finetune_history"]["samples_seen"] == 2 * 24 and report["finetune_limit"] == 24
     _, full = finetune_dir(tmp_path / "pruned", f"npz:{tmp_path / 'd.npz'}", epochs=1, seed=0,
-                           out=tmp_path / "tuned_all", options=opts)
+                           out=tmp_path / "tuned_all", options=opts, recovery="finetune")
     assert full["finetune_history"]["samples_seen"] > 24 and "finetune_limit" not in full
 
 
@@ -204,6 +204,7 @@ def _scheduled(*args: str) -> dict[str, int]:
     return scheduled_jobs(proc.stdout + proc.stderr)
 
 
+@pytest.mark.slow
 def test_default_and_paper_profiles_schedule_each_ablation_run_once():
     """Tables 5 and 6 share the full NuWa run; Fig. 7's default-ratio cell is it too when alphas match."""
     profiles = yaml.safe_load((ROOT / "params.yaml").read_text())["profiles"]

@@ -33,6 +33,7 @@ def test_each_baseline_reaches_the_rate_within_a_few_points(base_dir, npz, metho
     assert passes == {"random": 0, "nvit": FAST["score_samples"], "xpruner": 20 * 2}[method]
 
 
+@pytest.mark.slow
 def test_derivation_never_opens_the_test_split(base_dir, npz, monkeypatch):
     import nuwa.data as data
 
@@ -40,7 +41,7 @@ def test_derivation_never_opens_the_test_split(base_dir, npz, monkeypatch):
     real = data.open_split
     monkeypatch.setattr(data, "open_split", lambda spec, split, **kw: opened.append(split) or real(spec, split, **kw))
     for method in ("nuwa", "random", "nvit", "xpruner"):
-        derive(base_dir, npz, classes=[1, 2], rate=0.4, method=method, finetune_epochs=1,
+        derive(base_dir, npz, classes=[1, 2], rate=0.4, method=method, recovery="finetune", finetune_epochs=1,
                options=DeriveOptions(**FAST, xpruner=dict(steps=5)))
     assert opened and set(opened) == {"train"}
 

@@ -47,6 +47,7 @@ def test_min_seconds_keeps_timing_past_the_repeats(tiny):
     assert r["repeats"] > 2
 
 
+@pytest.mark.slow
 def test_torch_compile_either_runs_or_says_why(tiny):
     # Inductor needs a C++ compiler; where it is missing the suite records the reason.
     rows = bench_suite(nuwa.load(tiny), batch_sizes=[2], runtimes=["compile"], on_error="record", repeats=3, warmup=1)
@@ -61,6 +62,7 @@ def test_bad_bench_arguments_are_named(tiny, kw, needle):
         measure_latency(nuwa.load(tiny), repeats=1, **kw)
 
 
+@pytest.mark.slow
 def test_the_cli_prints_one_flat_object_for_one_case_and_a_list_for_several(tiny, capfd):
     common = ["bench", "--model", str(tiny), "--repeats", "2", "--warmup", "0"]
     # From a shell: its own process, the JSON object on stdout's last line.

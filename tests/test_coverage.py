@@ -89,6 +89,7 @@ def test_one_comparison_with_three_seeds_covers_95_percent(tau):
     assert f"{100 * cov:.1f} % ({label})" in __doc__
 
 
+@pytest.mark.slow
 def test_a_pooled_claim_over_cells_sharing_seeds_and_images_covers_95_percent():
     cov = coverage(pooled, lambda cells, images: crossed_interval(cells, images=images))
     assert 0.93 <= cov <= 0.97, cov

@@ -46,11 +46,13 @@ def test_pretrained_base_is_a_loadable_model_directory(base_dir):
     assert report["kind"] == "base" and len(report["history"]["epochs"]) == BASE_EPOCHS
 
 
+@pytest.mark.slow
 def test_derive_eval_load_round_trip(base_dir, npz, tmp_path, capfd):
     out = tmp_path / "edge"
     r = _cli("derive", "--model", base_dir, "--data", npz, "--classes", "north,east,centre", "--rate", "0.5",
-             "--metric", "flops", "--finetune-epochs", "1", "--score-samples", "64", "--batch-size", "32",
-             "--seed", "0", "--out", out)
+             "--metric", "flops", "--score-samples", "64", "--batch-size", "32", "--seed", "0",
+             # the default recovery (standard) on a small budget
+             "--recovery-round", "64", "--recovery-max-samples", "192", "--recovery-search-samples", "32", "--out", out)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     report = json.loads((out / "report.json").read_text())
@@ -60,6 +62,8 @@ def test_derive_eval_load_round_trip(base_dir, npz, tmp_path, capfd):
     assert report["classes"] == [0, 2, 4] and report["class_names"] == ["north", "east", "centre"]
     assert report["rate_achieved"] >= 0.5 and summary["rate_achieved"] == report["rate_achieved"]
     assert {"load", "data", "importance", "adaptive", "recovery"} <= set(report["seconds"])
+    assert report["recovery"] == "standard" and report["recovery_params"]["max_samples"] == 192
+    assert len(report["recovery_details"]["candidates"]) == 4  # 3 lrs, then 1 more distillation weight
     edge = nuwa.load(out)
     assert edge.config.num_classes == 3 and edge.config.classes == [0, 2, 4]
     assert nuwa.count_flops(edge) <= 0.5 * report["base_flops"]
@@ -117,10 +121,13 @@ def test_the_accuracy_policy_may_overshoot_and_the_report_says_why(base_dir, npz
     assert "accuracy depth policy keeps" in summary["rate_note"] and "note: rate" in err
 
 
+@pytest.mark.slow
 def test_same_seed_same_model(base_dir, npz):
     opts = DeriveOptions(**FAST)
-    a, ra = derive(base_dir, npz, classes="north,south,west", rate=0.4, finetune_epochs=1, seed=3, options=opts)
-    b, rb = derive(base_dir, npz, classes="north,south,west", rate=0.4, finetune_epochs=1, seed=3, options=opts)
+    a, ra = derive(base_dir, npz, classes="north,south,west", rate=0.4, recovery="finetune", finetune_epochs=1, seed=3,
+                   options=opts)
+    b, rb = derive(base_dir, npz, classes="north,south,west", rate=0.4, recovery="finetune", finetune_epochs=1, seed=3,
+                   options=opts)
     assert ra["val_top1"] == rb["val_top1"]
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
@@ -138,7 +145,7 @@ def test_a_seed_changes_the_fit_validation_split_and_keeps_its_own_caches(base_d
     assert (base_dir / "layer_heads.split1.safetensors").is_file() and (base_dir / "embed_scores.split1.safetensors").is_file()
     # Fine-tuning the derived model keeps the derivation's split whatever its own seed.
     _, tuned = nuwa.derivation.finetune_dir(tmp_path / "s1", npz, epochs=1, seed=5, out=tmp_path / "tuned",
-                                            options=DeriveOptions(**FAST))
+                                            options=DeriveOptions(**FAST), recovery="finetune")
     assert tuned["val_loss_before_recovery"] == report["val_loss"]  # the same validation images
     # A pinned split is the same for every seed.
     assert DeriveOptions(split_seed=0).for_seed(7).split() == 0
@@ -265,10 +272,11 @@ def test_finetune_as_its_own_step_equals_derive_with_recovery(base_dir, npz, tmp
     common = ["--model", base_dir, "--data", npz, "--classes", "south,west", "--rate", "0.5",
               "--score-samples", "32", "--batch-size", "32", "--seed", "1"]
     assert _main(capfd, "derive", *common, "--recovery", "none", "--out", tmp_path / "pruned")[0] == 0
-    code, _, err = _main(capfd, "finetune", "--model", tmp_path / "pruned", "--data", npz, "--epochs", "1",
-                         "--seed", "1", "--options", _options_file(tmp_path), "--out", tmp_path / "tuned")
+    code, _, err = _main(capfd, "finetune", "--model", tmp_path / "pruned", "--data", npz, "--recovery", "finetune",
+                         "--epochs", "1", "--seed", "1", "--options", _options_file(tmp_path), "--out", tmp_path / "tuned")
     assert code == 0, err
-    assert _main(capfd, "derive", *common, "--finetune-epochs", "1", "--out", tmp_path / "direct")[0] == 0
+    assert _main(capfd, "derive", *common, "--recovery", "finetune", "--finetune-epochs", "1",
+                 "--out", tmp_path / "direct")[0] == 0
     a, b = nuwa.load(tmp_path / "tuned"), nuwa.load(tmp_path / "direct")
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k

@@ -117,6 +117,7 @@ def test_inconsistent_config(saved):
         nuwa.load(saved)
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_pytorch_with_irregular_sizes(tmp_path, irregular_model):
     path = nuwa.export_onnx(irregular_model, tmp_path / "m.onnx")
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -134,6 +135,7 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "nuwa.cli", *map(str, args)], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_cli_info_prints_sizes_and_a_json_line(saved, irregular_model):
     r = _cli("info", saved)
     assert r.returncode == 0, r.stderr
@@ -145,6 +147,7 @@ def test_cli_info_prints_sizes_and_a_json_line(saved, irregular_model):
     assert "qk/head" in r.stdout and "Eq. 7" in r.stdout
 
 
+@pytest.mark.slow
 def test_cli_export(saved, tmp_path):
     r = _cli("export", "--model", saved, "--onnx", tmp_path / "x.onnx")
     assert r.returncode == 0, r.stderr

@@ -52,6 +52,7 @@ def _peak_mib(base: Path, data: Path, out: Path, options: Path) -> float:
     return usage.ru_maxrss / 1024
 
 
+@pytest.mark.slow
 def test_a_derivations_peak_memory_does_not_grow_with_its_data(base_224, tmp_path):
     options = tmp_path / "options.yaml"
     options.write_text(yaml.safe_dump(OPTIONS))
@@ -62,6 +63,7 @@ def test_a_derivations_peak_memory_does_not_grow_with_its_data(base_224, tmp_pat
     assert peaks[1500] - peaks[300] < GROWTH_LIMIT_MIB, peaks
 
 
+@pytest.mark.slow
 def test_the_per_layer_classifiers_cost_their_features_only(base_224, tmp_path):
     """Their features are one pooled token per layer and sample (1000 x 4 x 64 floats: 1 MB)."""
     data = write_blobs(tmp_path / "blobs.npz", seed=2, n_train=1200, n_test=20)
@@ -73,6 +75,7 @@ def test_the_per_layer_classifiers_cost_their_features_only(base_224, tmp_path):
     assert peaks[1000] - peaks[100] < GROWTH_LIMIT_MIB / 2, peaks
 
 
+@pytest.mark.slow
 def test_the_report_gives_the_peak_memory_of_every_phase(base_224, tmp_path):
     import json
 

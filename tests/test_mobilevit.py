@@ -130,6 +130,7 @@ def test_param_and_flop_counts_equal_the_measured_ones_before_and_after_pruning(
 
 
 # ---- save, load, export, info -------------------------------------------------------------------
+@pytest.mark.slow
 def test_save_load_export_and_info_work_as_for_an_edge_vit(tmp_path, capsys):
     import onnxruntime as ort
 

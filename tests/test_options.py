@@ -3,6 +3,7 @@ fields, the workflow's schema and stage keys agree with it, and a bad argument i
 before torch is imported."""
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
@@ -50,15 +51,27 @@ def test_every_flagged_option_is_a_derive_flag_with_the_help_and_choices_of_its_
         assert action.default is None, name  # not given: the --options file's value or the default
 
 
+STANDARD_RECIPE = {"recovery_lrs", "recovery_distill_alphas", "layer_decay", "warmup_fraction", "recovery_round",
+                   "recovery_max_samples", "recovery_patience", "recovery_search_samples"}
+
+
+def test_every_option_of_every_command_prints_a_help_line():
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    silent = {f"nuwa {name} {(a.option_strings or [a.dest])[0]}" for name, sub in commands.items()
+              for a in sub._actions if not isinstance(a, argparse._HelpAction) and not a.help}
+    assert silent == set()
+
+
 def test_which_options_each_command_takes_as_flags():
     assert set(cli.option_fields()) == {
         "rho_depth", "depth_policy", "rho_head", "svd", "taylor_microbatch", "score_samples", "batch_size", "split_seed", "val_fraction",
         "latency_batch", "latency_runtime", "ridge", "calib_samples", "distill_tau", "distill_alpha",
         "distill_feature_weight", "proxy_samples", "proxy_quantile", "proxy_select",
-        "gamma_qkv", "round_to", "exclude", "embed_score_samples", "layer_head_samples"}
+        "gamma_qkv", "round_to", "exclude", "embed_score_samples", "layer_head_samples", *STANDARD_RECIPE}
     options = _names(DeriveOptions) | _names(AdaptiveOptions)
     assert set(_flags("finetune")) & options == {"ridge", "calib_samples", "distill_tau", "distill_alpha",
-                                                 "distill_feature_weight"}
+                                                 "distill_feature_weight", *STANDARD_RECIPE}
     # prepare: the flagged options its caches are keyed by (nuwa.options.CACHE_KEYS)
     assert set(_flags("prepare")) & options == {"layer_head_samples", "embed_score_samples", "taylor_microbatch",
                                                 "split_seed", "val_fraction", "batch_size"}
@@ -68,6 +81,8 @@ def _value(f) -> tuple[str, object]:
     """A valid command-line value for an option flag and the value it parses to."""
     if f.metadata["choices"]:
         return f.metadata["choices"][-1], f.metadata["choices"][-1]
+    if f.type.startswith("tuple[float"):
+        return "0.5,0.25", (0.5, 0.25)
     if f.type.startswith("tuple"):
         return "qk,v", ("qk", "v")
     return ("3", 3) if f.type.startswith("int") else ("0.5", 0.5)

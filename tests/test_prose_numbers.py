@@ -45,6 +45,8 @@ SEED_PAIRS = "scripts/seed_pairs.py"
 D2_TABLE4 = f"{D2}/tables/table4.csv"
 D2_METRICS = f"{D2}/metrics/dinov2s-fmnist"
 D2_BASE_EVAL = f"{D2}/base_eval/dinov2s-fmnist"
+D2_DIAGNOSIS = f"{D2}/recovery_diagnosis.csv"
+D2_DIAGNOSIS_PAGE = f"{D2}/recovery_diagnosis.md"
 PARAMS = "params.yaml"
 OPTIONS = "nuwa/options.py"
 XPRUNER = "nuwa/methods/xpruner.py"
@@ -919,6 +921,58 @@ def rounding() -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
+
+# ---- the recovery diagnosis (docs/results.md, "Why the larger edge ViTs recovered worse") -------
+DIAGNOSIS_RECIPES = ("none", "today", "low-lr", "longer", "head-only")
+
+
+def diagnosis_end(method: str, alpha: float, recipe: str) -> dict[str, str]:
+    """The row a recipe ended on (the last samples of `longer`'s curve)."""
+    runs = [r for r in rows(D2_DIAGNOSIS)
+            if (r["method"], float(r["alpha"]), r["recipe"]) == (method, alpha, recipe)]
+    return max(runs, key=lambda r: int(r["samples"]))
+
+
+def diag(method: str, alpha: float, recipe: str, key: str = "test_top1") -> str:
+    return pct(float(diagnosis_end(method, alpha, recipe)[key]))
+
+
+def diagnosis_table() -> list[str]:
+    lines = ["| model | before recovery | today (6000 samples) | low-lr (6000) | longer (24000) | head only (6000) |",
+             "|---|---|---|---|---|---|"]
+    for method, name in (("nuwa", "NuWa"), ("random", "random")):
+        for alpha in (0.4, 0.8):
+            lines.append(f"| {name} at {alpha} | " + " | ".join(diag(method, alpha, r) for r in DIAGNOSIS_RECIPES) + " |")
+    base = pct(load(f"{D2_BASE_EVAL}/H1.json")["top1_sliced"])
+    return [f"frozen pruned features. Test top-1 (%), with the sliced base at {base}:", *lines]
+
+
+def diagnosis_verdict() -> str:
+    (line,) = [l for l in text(D2_DIAGNOSIS_PAGE).splitlines() if l.startswith("## Verdict: ")]
+    return "The rule of `scripts/recovery_diagnosis.py` gives, on validation: " + line.removeprefix("## Verdict: ") + "."
+
+
+def diagnosis_bullets() -> list[str]:
+    n = {(m, a, r): diag(m, a, r) for m in ("nuwa", "random") for a in (0.4, 0.8) for r in DIAGNOSIS_RECIPES}
+    base = pct(load(f"{D2_BASE_EVAL}/H1.json")["top1_sliced"])
+    assert float(n["nuwa", 0.4, "low-lr"]) > float(base)  # "above the sliced base"
+    assert float(n["nuwa", 0.4, "head-only"]) > float(n["nuwa", 0.4, "today"])  # "more than today's"
+    assert float(n["nuwa", 0.8, "low-lr"]) < float(n["nuwa", 0.8, "today"])  # "worse here"
+    end = diagnosis_end("nuwa", 0.4, "today")
+    rms = {k: f"{float(end[f'rms_{k}']):.3f}" for k in ("qkv", "proj", "fc1", "fc2")}
+    change = {k: pct(float(end[f"change_{k}"])) for k in ("qkv", "proj", "fc1", "fc2")}
+    return [f"NuWa reaches {n['nuwa', 0.4, 'low-lr']} % test top-1, above the sliced base, where today's recipe left it "
+            f"at {n['nuwa', 0.4, 'today']} %. The classifier alone, trained on the frozen pruned features, scores "
+            f"{n['nuwa', 0.4, 'head-only']} %",
+            f"The smaller step is worse here (NuWa {n['nuwa', 0.8, 'low-lr']} %); four times the samples lift it to "
+            f"{n['nuwa', 0.8, 'longer']} %.",
+            f"NuWa scores {n['nuwa', 0.4, 'longer']} % at alpha 0.4 against {n['nuwa', 0.8, 'longer']} % at 0.8, and "
+            f"random {n['random', 0.4, 'longer']} % against {n['random', 0.8, 'longer']} %.",
+            f"(NuWa at 0.4: proj {rms['proj']}, fc2 {rms['fc2']}) is of the order of qkv's and fc1's ({rms['qkv']}, "
+            f"{rms['fc1']})",
+            f"(relative change: proj {change['proj']} %, fc2 {change['fc2']} %, qkv {change['qkv']} %, fc1 "
+            f"{change['fc1']} %)"]
+
 @dataclass(frozen=True)
 class Quote:
     spec: str
@@ -931,6 +985,12 @@ class Quote:
 README, RESULTS, METHOD, WORKFLOW = "README.md", "docs/results.md", "docs/method.md", "docs/workflow.md"
 
 QUOTES = [
+    Quote("docs/results.md's recovery-diagnosis table is recovery_diagnosis.csv's test top-1, cell by cell",
+          RESULTS, (D2_DIAGNOSIS, f"{D2_BASE_EVAL}/H1.json"), diagnosis_table),
+    Quote("docs/results.md's diagnosis verdict is the one the committed page states",
+          RESULTS, (D2_DIAGNOSIS_PAGE,), diagnosis_verdict),
+    Quote("docs/results.md's reading of the diagnosis quotes its table",
+          RESULTS, (D2_DIAGNOSIS, f"{D2_BASE_EVAL}/H1.json"), diagnosis_bullets),
     Quote("the README's DeiT-S row (wall time, peak RSS, bound, phase seconds) is the one derive_scale records",
           README, (SCALE_JSON, SCALE_MD), readme_deit_s_row),
     Quote("the README's DeiT-B row (memory only: peak RSS, bound, phase seconds) is the one derive_scale records",

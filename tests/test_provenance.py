@@ -35,6 +35,7 @@ def test_every_stage_depends_on_the_library():
 
 
 @pytest.mark.skipif(not Path(DVC).exists(), reason="dvc is not installed next to python")
+@pytest.mark.slow
 def test_a_library_change_marks_the_derive_stage_changed(tmp_path):
     """Its outputs recorded as they are (`dvc commit`, empty stand-ins for the models and results),
     the stage is up to date, byte-code caches included; one comment added to nuwa/schedule.py

@@ -170,7 +170,7 @@ def test_fit_gmm_then_derive_never_reads_the_device_data(base_dir, npz, device_n
     # In-process (cli.main, as `nuwa derive` runs it): a subprocess would pay torch's start-up and
     # first-use costs again, about 30 s on the shared test machine.
     code = cli.main(["derive", "--model", str(base_dir), "--proxy-gmm", str(gmm), "--public-data", npz,
-                     "--rate", "0.5", "--finetune-epochs", "1", "--options", str(fast_options), "--out", str(out)])
+                     "--rate", "0.5", "--recovery", "finetune", "--finetune-epochs", "1", "--options", str(fast_options), "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["data_regime"] == "proxy" and summary["proxy_precision"] >= 0.85

@@ -59,6 +59,7 @@ def test_sigkill_during_derive_leaves_nothing_half_written(base_dir, npz, tmp_pa
     nuwa.load(out)
 
 
+@pytest.mark.slow
 def test_same_seed_pretrain_gives_byte_identical_weights(npz, tmp_path):
     args = ["pretrain", "--model", "deit_tiny_patch16_224", "--data", npz, "--patch-size", "7", "--embed-dim", "32",
             "--depth", "2", "--num-heads", "2", "--epochs", "1", "--batch-size", "64", "--seed", "5"]
@@ -72,19 +73,21 @@ def test_same_seed_pretrain_gives_byte_identical_weights(npz, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["nuwa", "random", "nvit", "xpruner"])
+@pytest.mark.slow
 def test_same_seed_derive_gives_byte_identical_weights_for_every_method(base_dir, npz, tmp_path, method):
     from nuwa.options import DeriveOptions
     from nuwa.derivation import derive
 
     opts = DeriveOptions(score_samples=32, batch_size=32, xpruner=dict(steps=5))
     for name in ("a", "b"):
-        derive(base_dir, npz, classes=[0, 4], rate=0.5, method=method, finetune_epochs=1, seed=2,
+        derive(base_dir, npz, classes=[0, 4], rate=0.5, method=method, recovery="finetune", finetune_epochs=1, seed=2,
                out=tmp_path / name, options=opts)
     assert io.sha256_file(tmp_path / "a" / "model.safetensors") == io.sha256_file(tmp_path / "b" / "model.safetensors")
     ra, rb = io.read_report(tmp_path / "a"), io.read_report(tmp_path / "b")
     assert ra["val_top1"] == rb["val_top1"] and ra["weights_sha256"] == rb["weights_sha256"]
 
 
+@pytest.mark.slow
 def test_commands_run_in_one_process_write_the_bytes_of_separate_processes(base_dir, npz, tmp_path):
     """The workflow runs a sweep (one derivation per alpha, then their fine-tuning) in one Python
     process (workflow/scripts/nuwa_run.py): nothing may carry over from one command to the next,
@@ -100,7 +103,8 @@ def test_commands_run_in_one_process_write_the_bytes_of_separate_processes(base_
                 "--method", "nuwa" if rate == 0.3 else "nvit", "--recovery", "none", "--score-samples", "32", "--batch-size", "32", "--seed", "1", "--out", str(out)]
 
     def finetune(model, out):
-        return ["finetune", "--model", str(model), "--data", npz, "--epochs", "1", "--seed", "1", "--out", str(out)]
+        return ["finetune", "--model", str(model), "--data", npz, "--recovery", "finetune", "--epochs", "1", "--seed", "1",
+                "--out", str(out)]
 
     for rate in (0.3, 0.6):
         for args in (derive(rate, tmp_path / f"apart-{rate}"), finetune(tmp_path / f"apart-{rate}", tmp_path / f"apart-ft-{rate}")):

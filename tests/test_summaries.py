@@ -306,7 +306,7 @@ def test_a_seed_one_side_lacks_is_left_out_and_the_ledger_says_so(results):
 def test_a_pooled_claim_counts_the_images_its_cells_share_once(results):
     """With each sub-task's image ids, the two rates of H1 share their images; the estimate is the
     mean over cells either way, and a pairing carries the ids it was given."""
-    from nuwa.paper.compare import bootstrap, pair
+    from nuwa.paper.compare import compare, pair
 
     metrics, evals = results
     long = table3_long(metrics, evals)
@@ -315,7 +315,7 @@ def test_a_pooled_claim_counts_the_images_its_cells_share_once(results):
     joint = pair(nuwa, rnd, ["base", "subtask", "alpha"], images=ids)
     apart = pair(nuwa, rnd, ["base", "subtask", "alpha"])
     assert [i is not None for i in joint.images] == [True] * 4 and all(i is None for i in apart.images)
-    a, b = bootstrap(joint, "nuwa vs random"), bootstrap(apart, "nuwa vs random")
+    a, b = compare(joint, "nuwa vs random"), compare(apart, "nuwa vs random")
     assert a.interval.estimate == pytest.approx(b.interval.estimate) == pytest.approx(0.225)
     assert a.interval.seeds == 1 and "(1 seed: images only)" in a.text
 

@@ -128,7 +128,7 @@ def test_fit_with_zero_epochs_changes_nothing():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     history = fit(model, textures(8, 0), epochs=0, lr=1e-3, weight_decay=0.05)
     assert history == {"epochs": [], "steps": 0, "samples_seen": 0, "guard": None, "val_at_start": None,
-                       "best_epoch": 0}
+                       "best_epoch": 0, "stopped_after": 0, "teacher_forwards": 0}
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not model.training
 
@@ -396,3 +396,18 @@ def test_a_linear_probe_trains_the_classifier_alone_on_frozen_features():
     assert linear_probe(nuwa.EdgeViT(cfg).eval(), ds, epochs=1, limit=50, seed=0, desc=None)["samples"] == 50
     with pytest.raises(NuwaError, match="probe_epochs=0"):
         linear_probe(model, ds, epochs=0)
+
+
+# ---- progress in logs ---------------------------------------------------------------------------
+def test_progress_off_a_terminal_is_whole_lines_without_carriage_returns(capfd):
+    from nuwa.loop_utils import progress
+
+    bar = progress(300, "scoring")
+    for _ in range(3):
+        bar.update(100)
+    bar.close()
+    err = capfd.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert lines and all(line.startswith("scoring:") for line in lines)
+    assert "300/300" in lines[-1]  # the final state is always written

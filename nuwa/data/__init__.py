@@ -9,7 +9,7 @@
 """
 from .datasets import MemoryDataset, SubsetDataset, images_of
 from .folder import IMAGE_EXTENSIONS, FolderDataset
-from .loader import batches, collate_images
+from .loader import batches, collate_images, sample_order
 from .registry import (
     FASHION_MNIST_MEAN, FASHION_MNIST_STD, DataInfo, channel_stats, fashion_mnist_stats, open_split, probe,
 )
@@ -22,5 +22,5 @@ __all__ = [
     "FASHION_MNIST_CLASSES", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "IMAGE_EXTENSIONS", "KINDS",
     "DataInfo", "DataSpec", "FolderDataset", "MemoryDataset", "Preprocess", "SubsetDataset",
     "batches", "channel_stats", "class_subset", "collate_images", "fashion_mnist_stats", "images_of",
-    "open_split", "parse_spec", "probe", "read_idx", "resolve_classes", "train_val_split",
+    "open_split", "parse_spec", "probe", "read_idx", "resolve_classes", "sample_order", "train_val_split",
 ]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -53,7 +52,9 @@ def collate_images(items: list[Any]) -> Any:
     return torch.stack(images), labels
 
 
-def _order(n: int, shuffle: bool, seed: int, limit: int | None) -> torch.Tensor:
+def sample_order(n: int, shuffle: bool, seed: int, limit: int | None) -> torch.Tensor:
+    """The data-set indices `batches` visits, in its order: batch k holds entries
+    [k * batch_size, (k + 1) * batch_size) of this."""
     if shuffle:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
     else:
@@ -76,18 +77,18 @@ def batches(
     first `limit` samples of that order. In-memory sets are sliced directly; lazy sets go
     through a DataLoader with `num_workers` worker processes (default: the runtime's `--workers`,
     else min(2, cpus)), each decoding a few batches ahead.
-    `progress` names a tqdm bar on stderr.
+    `progress` names a progress bar on stderr (nuwa.progress).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise NuwaError(f"batch_size={batch_size!r} must be a positive integer")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise NuwaError(f"limit={limit!r} must be a non-negative integer or None")
-    order = _order(len(ds), shuffle, seed, limit)  # type: ignore[arg-type]
+    order = sample_order(len(ds), shuffle, seed, limit)  # type: ignore[arg-type]
     bar = None
     if progress:
-        from tqdm import tqdm
+        from ..progress import bar as progress_bar
 
-        bar = tqdm(total=len(order), desc=progress, unit="img", file=sys.stderr, dynamic_ncols=True)
+        bar = progress_bar(total=len(order), desc=progress, unit="img")
     try:
         for x, y in _iterate(ds, order, batch_size, num_workers):
             if bar is not None:

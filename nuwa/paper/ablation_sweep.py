@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import bar
 
 from .. import cost
 from ..errors import NuwaError
@@ -110,7 +110,7 @@ def sweep(model: EdgeViT, *, dims: Iterable[str], rates: Iterable[float], scores
 
     rows = [row(model, "none", "none", 0.0)]
     rotated: dict[str, EdgeViT] = {}
-    for dim, technique, rate in tqdm(jobs, desc=desc, unit="model", disable=desc is None):
+    for dim, technique, rate in bar(jobs, desc=desc, unit="model"):
         if technique == "svd" and dim not in rotated:  # one SVD per dimension, reused across rates
             rotated[dim] = reparametrize(model, "product", qk=dim == "qk", v=dim == "v")[0]
         pruned = prune_dimension(model, dim, rate, technique=technique, scores=scores, rotated=rotated.get(dim))

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .claims_ablations import ablation_claims, fig2_claim, fig8_claim, neuron_claim  # noqa: F401  (the ledger's API)
-from .compare import RATE_TOLERANCE, Claim, Result, bootstrap, corrected, equal_cost, every_cell, make, missing, pair
+from .compare import RATE_TOLERANCE, Claim, Result, compare, corrected, equal_cost, every_cell, make, missing, pair
 from .stats import CONTRADICTED, HOLDS, INCONCLUSIVE, NOT_MEASURED, two_sample_bootstrap, verdict_of
 from .table3 import BASE_FULL, BASE_SLICED
 
@@ -72,7 +72,7 @@ def nuwa_beats_baselines(long: pd.DataFrame, kind: str | None, alpha: float | No
     nuwa = rows[rows.method == "nuwa"]
     if nuwa.empty or not others:
         return missing(cid, "Table 3", statement, "no NuWa and baseline derivation here")
-    results = [bootstrap(pair(nuwa, rows[rows.method == m], CELL, images=images), f"nuwa vs {m}") for m in others]
+    results = [compare(pair(nuwa, rows[rows.method == m], CELL, images=images), f"nuwa vs {m}") for m in others]
     return make(cid, "Table 3", statement, results)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .compare import Claim, Result, bootstrap, every_cell, make, missing, pair
+from .compare import Claim, Result, compare, every_cell, make, missing, pair
 from .stats import INCONCLUSIVE, crossed_interval, two_sample_bootstrap, verdict_of
 
 KEYS = ["base", "subtask", "kind"]
@@ -46,7 +46,7 @@ def _absent(cid: str, what: str) -> Claim:
 
 def _compare(a: pd.DataFrame, b: pd.DataFrame, label: str, keys: list[str], runs: bool, images) -> Result:
     # Runs are derivations at a requested alpha: compared at equal achieved rate, like Table 3's methods.
-    return bootstrap(pair(a, b, keys, rate_tolerance=0.03 if runs else None, images=images), label)
+    return compare(pair(a, b, keys, rate_tolerance=0.03 if runs else None, images=images), label)
 
 
 def _table1(t: pd.DataFrame, images=None) -> list[Claim]:

@@ -146,8 +146,9 @@ def _seed_note(iv: Interval) -> str:
     return " (1 seed: images only)" if iv.seeds == 1 else ""
 
 
-def bootstrap(p: Pairing, label: str, direction: int = 1) -> Result:
-    """A pooled comparison (mean over p's cells, their shared seeds and images counted once);
+def compare(p: Pairing, label: str, direction: int = 1) -> Result:
+    """A pooled comparison with its seed-by-image interval (stats.crossed_interval): the mean over
+    p's cells, their shared seeds and images counted once;
     `label` names it in the text ("nuwa vs random")."""
     if not p.cells:
         return Result(NOT_MEASURED, None, f"{label}: not measured, {p.why_none()}")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
-from tqdm import tqdm
+from ..progress import bar
 
 from ..bench import bench_suite
 from ..cost import count_flops, count_params
@@ -30,7 +30,7 @@ def bench_models(models: Iterable[tuple[dict, EdgeViT]], *, batch_sizes: Iterabl
     its params and FLOPs from the config, and the measured latency. `alpha` None marks a base."""
     rows = []
     models = list(models)
-    for labels, model in tqdm(models, desc=desc, unit="model"):
+    for labels, model in bar(models, desc=desc, unit="model"):
         size = dict(params=count_params(model.config), flops=count_flops(model.config))
         for r in bench_suite(model, batch_sizes=list(batch_sizes), runtimes=list(runtimes), on_error="record", **kw):
             rows.append(dict(labels, **size, **r))

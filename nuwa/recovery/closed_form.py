@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from ..errors import NuwaError
-from ..loop_utils import eval_mode, model_device, progress
+from ..loop_utils import check_number, eval_mode, model_device, progress
 from ..model import EdgeViT
-from .pairing import base_embed_positions, check_number, check_pair, restrict
+from .pairing import base_embed_positions, check_pair, restrict
 from .ridge import RidgeStats
 
 TARGETS = ("output", "residual")

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..loop_utils import model_device
+from ..loop_utils import check_number, model_device
 from ..model import EdgeViT
-from .pairing import base_embed_positions, check_number, check_pair, restrict
+from .pairing import base_embed_positions, check_pair, restrict
 
 
 def _teacher_outputs(base: EdgeViT, x: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tensor]:

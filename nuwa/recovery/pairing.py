@@ -1,9 +1,6 @@
 """A pruned model against its base (the refit target or teacher): which base embedding dims it kept,
-that it is no deeper than the base, and the number check both recoveries share."""
+and that it is no deeper than the base."""
 from __future__ import annotations
-
-import math
-from typing import Any
 
 import torch
 
@@ -25,14 +22,6 @@ def base_embed_positions(pruned: EdgeViT, base: EdgeViT) -> list[int] | None:
         raise NuwaError(f"embedding dims {missing[:5]} of the pruned model are not in the base model")
     pos = [where[e] for e in p_idx]
     return None if pos == list(range(base.config.embed_dim)) else pos
-
-
-def check_number(name: str, value: Any, *, low: float, strict: bool, high: float | None = None) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if strict else value >= low) and (high is None or value <= high)
-    if not ok:
-        where = f"in [{low}, {high}]" if high is not None else f"{'>' if strict else '>='} {low}"
-        raise NuwaError(f"{name}={value!r} must be a finite number {where}")
 
 
 def check_pair(pruned: EdgeViT, base: EdgeViT) -> None:

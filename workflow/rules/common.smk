@@ -329,7 +329,7 @@ def derive_args(w, alpha):
 
 
 def finetune_args(w, alpha):
-    return ["finetune", "--model", run_dir(w, alpha, "pruned"), "--data", data_spec(w),
+    return ["finetune", "--model", run_dir(w, alpha, "pruned"), "--data", data_spec(w), "--recovery", "finetune",
             "--epochs", str(P["finetune"]["epochs"]), "--seed", w.seed,
             *(["--limit", str(P["finetune"]["limit"])] if "limit" in P["finetune"] else []),
             "--out", run_dir(w, alpha, "finetuned")]

@@ -19,7 +19,7 @@ ft, ev = dict(p.finetune), dict(p.eval)
 run_nuwa([["derive", "--model", p.base_dir, "--data", p.spec, "--classes", ",".join(map(str, p.classes)),
            "--rate", w.alpha, "--metric", p.metric, "--method", "nuwa", "--recovery", "none", "--seed", w.seed,
            "--out", pruned],
-          ["finetune", "--model", pruned, "--data", p.spec, "--epochs", ft["epochs"], "--seed", w.seed,
+          ["finetune", "--model", pruned, "--data", p.spec, "--recovery", "finetune", "--epochs", ft["epochs"], "--seed", w.seed,
            *(["--limit", ft["limit"]] if ft.get("limit") is not None else []), "--out", finetuned]],
          sm.log[0], options=p.options)
 d, f = read_json(Path(pruned) / "report.json"), read_json(Path(finetuned) / "report.json")

@@ -15,7 +15,7 @@ from _common import start  # noqa: E402
 
 log = start(sm, "fig8")
 from _interpret_plot import plt, save, show_image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from nuwa.progress import bar  # noqa: E402
 
 import nuwa  # noqa: E402
 from nuwa.data import open_split  # noqa: E402
@@ -49,7 +49,7 @@ captions.append(f"composite: {' + '.join(s for s in sm.params.images)}")
 batch = torch.stack(picked)
 
 results, rows = {}, []
-for name, model in tqdm(models.items(), desc="models", file=sys.stderr):
+for name, model in bar(models.items(), desc="models"):
     out = attention_maps(model, batch)
     results[name] = out
     names = model.config.class_names or [str(c) for c in range(model.config.num_classes)]

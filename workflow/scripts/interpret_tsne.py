@@ -10,7 +10,7 @@ from _common import model_dir, start  # noqa: E402
 
 log = start(sm, "fig11")
 from _interpret_plot import class_colors, plt, save  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from nuwa.progress import bar  # noqa: E402
 
 import nuwa  # noqa: E402
 from nuwa.data import SubsetDataset, open_split  # noqa: E402
@@ -32,7 +32,7 @@ colors = class_colors(len(names))
 cols = min(4, len(layers))
 rows = -(-len(layers) // cols)
 fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows + 0.6), squeeze=False)
-for ax, l in zip(axes.flat, tqdm(layers, desc="t-SNE", file=sys.stderr)):
+for ax, l in zip(axes.flat, bar(layers, desc="t-SNE")):
     y = tsne(feats[l].numpy(), perplexity=min(o["perplexity"], (n - 2) / 3), iterations=o["iterations"],
              seed=o["seed"])
     for c in np.unique(labels):

@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", help="start from timm weights in this local file")
     s.add_argument("--pretrained", action="store_true", help="start from timm hub weights (needs a network)")
     g = s.add_argument_group("MobileViT only")
-    g.add_argument("--teacher", help="distil from this model directory while training (seed 004's recipe)")
+    g.add_argument("--teacher", help="distil from this model directory while training (the recipe of the MobileViT "
+                                     "compression study, docs/models.md)")
     g.add_argument("--kd-alpha", type=_number, default=0.5, help="weight of the teacher's logit term")
     g.add_argument("--kd-tau", type=_number, default=1.0, help="distillation temperature")
     g.add_argument("--feature-weight", type=_number, default=0.0,
@@ -161,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--latency-ms", type=_number, help="latency budget in ms on this machine")
     s.add_argument("--metric", default="flops", help="params or flops (with --rate)")
     s.add_argument("--method", default="nuwa",
-                   help="nuwa, random, nvit, xpruner; MobileViT: nuwa, norm (seed 004's weight-norm recipe) or nuwa-norm")
+                   help="nuwa, random, nvit, xpruner; MobileViT: nuwa, norm (weight norms, the MobileViT compression "
+                        "study's recipe) or nuwa-norm")
     s.add_argument("--recovery", help=_RECOVERY_HELP + "; a MobileViT's default is finetune")
     s.add_argument("--finetune-epochs", type=int, default=5, help="epochs of --recovery finetune or distill (5)")
     s.add_argument("--seed", type=int, default=0, help="seed of weights, data order and the fit/validation split (0)")

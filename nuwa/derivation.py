@@ -123,7 +123,8 @@ def derive(
     if teacher is not None or teacher_checkpoint is not None:
         raise NuwaError("--teacher is for MobileViT bases; a ViT's distill recovery distils from its base")
     if method not in METHODS:
-        raise NuwaError(f"method {method!r} (seed 004's weight-norm recipe) is for MobileViT bases; a ViT takes "
+        raise NuwaError(f"method {method!r} (the MobileViT compression study's weight-norm recipe) is for MobileViT "
+                        f"bases; a ViT takes "
                         f"{', '.join(METHODS)}")
     from .evaluate import evaluate
     from .train import seed_everything

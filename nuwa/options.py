@@ -13,7 +13,7 @@ from .errors import NuwaError
 # The names a request may use, known without importing the code behind them (nuwa.methods and
 # nuwa.recovery check their registries against these).
 METHOD_NAMES = ("nuwa", "random", "nvit", "xpruner")
-# Methods for MobileViT bases only: seed 004's weight-norm recipe (nuwa.mobilevit.methods).
+# Methods for MobileViT bases only: the MobileViT compression study's weight-norm recipe (nuwa.mobilevit.methods).
 HYBRID_METHOD_NAMES = ("norm", "nuwa-norm")
 # standard: the default recipe (nuwa.recovery.recipe); paper: the NuWa paper's; finetune: AdamW
 # at finetune_lr for the given epochs (the workflow's profiles); distill, closed-form: nuwa.recovery.

@@ -6,10 +6,13 @@ update is its own line instead, at most one every `LOG_INTERVAL` seconds, plus t
 """
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any, Iterable, TextIO
 
 LOG_INTERVAL = 30.0  # seconds between progress lines in a log
+# Cursor movements tqdm writes to stack nested bars: meaningless in a file.
+_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class _Lines:
@@ -19,7 +22,7 @@ class _Lines:
         self.stream = stream
 
     def write(self, text: str) -> int:
-        line = text.replace("\r", "").rstrip()
+        line = _ESCAPES.sub("", text.replace("\r", "")).rstrip()
         if line:
             self.stream.write(line + "\n")
         return len(text)
@@ -46,4 +49,4 @@ def bar(iterable: Iterable[Any] | None = None, *, total: int | None = None, desc
                     disable=disable)
     # In a log: a fixed width (no terminal to size it to), and the final state always written.
     return tqdm(iterable, total=total, desc=desc, unit=unit, leave=True, file=_Lines(sys.stderr), ncols=100,
-                mininterval=LOG_INTERVAL, disable=disable)
+                mininterval=LOG_INTERVAL, position=0, disable=disable)

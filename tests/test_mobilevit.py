@@ -1,7 +1,7 @@
 """MobileViT in nuwa, as specifications: timm's MobileViT converts to an `EdgeMobileViT` computing
 the same logits; its sizes count exactly; it saves, loads, exports and describes itself like an
 `EdgeViT`; every pruning operator cuts one dimension and nothing else; `nuwa derive` derives
-classifiers and segmenters from it (NuWa, seed 004's recipe, distillation from a teacher); and
+classifiers and segmenters from it (NuWa, the MobileViT compression study's recipe, distillation from a teacher); and
 bad input is refused in one line."""
 from __future__ import annotations
 
@@ -226,7 +226,7 @@ def test_derive_reaches_the_rate_keeps_the_task_classes_and_exports(seg_base, sc
     assert model.config.classes == [0, 6, 8, 9] and model.config.num_classes == 4
     assert 0 <= report["val_miou"] <= 1 and report["task"] == "segment"
     heads = [l.num_heads for _, _, b in model.config.mvit_blocks for l in b.layers]
-    if method == "norm":  # seed 004: every layer keeps 2 of its 4 heads; widths and convolutions stay
+    if method == "norm":  # the MobileViT compression study: every layer keeps 2 of its 4 heads; widths and convolutions stay
         assert heads == [2] * 9 and [b.width for _, _, b in model.config.mvit_blocks] == [64, 80, 96]
     else:
         assert 9 < sum(heads) <= 36
@@ -254,7 +254,8 @@ def test_distillation_with_feature_mimicking_trains_and_leaves_no_adapter_behind
     assert not hasattr(model, "mimic_adapter") and nuwa.load(tmp_path / "d") is not None
 
 
-@pytest.mark.parametrize("teacher", ["mobilevit_xxs", "swin_tiny_patch4_window7_224"])  # seed 004's teacher: Swin
+# The MobileViT compression study's teacher is a Swin.
+@pytest.mark.parametrize("teacher", ["mobilevit_xxs", "swin_tiny_patch4_window7_224"])
 def test_a_classifier_derives_with_a_timm_teacher_from_a_local_checkpoint(npz, tmp_path, teacher):
     base = from_timm(create("mobilevit_xxs", num_classes=6, in_chans=1), img_size=32,
                      class_names=["north", "south", "east", "west", "centre", "corner"])

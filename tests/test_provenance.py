@@ -110,7 +110,7 @@ def test_a_rebuild_log_gives_each_stages_seconds_the_jobs_and_the_wall_clock():
     log = "\n".join(["Running stage 'base':", "Finished jobid: 3 (Rule: pretrain)", "Finished jobid: 0 (Rule: bases)",
                      "Elapsed time: 0:09:53.631834", "Updating lock file 'dvc.lock'", "Running stage 'report':",
                      "Finished jobid: 1 (Rule: claims)", "Elapsed time: 0:00:27.01", "Updating lock file 'dvc.lock'",
-                     "Running stage 'seed004':", "Finished jobid: 9 (Rule: seed004_train)", "Elapsed time: 0:31:42.8",
+                     "Running stage 'mobilevit_compression':", "Finished jobid: 9 (Rule: mobilevit_train)", "Elapsed time: 0:31:42.8",
                      "WorkflowError:"])
     assert measured(log) == dict(wall_seconds=621, jobs=3, stage_seconds={"base": 594, "report": 27})
     timed = log + "\n\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:12:05"

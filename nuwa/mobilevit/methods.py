@@ -1,4 +1,4 @@
-"""Pruning methods on a MobileViT: NuWa's schedule and seed 004's weight-norm recipe.
+"""Pruning methods on a MobileViT: NuWa's schedule and the MobileViT compression study's weight-norm recipe.
 
 * `nuwa`: Taylor head ranking (rho_head, and under the budget policy no further than the
   request), every layer rotated into its SVD basis, then NuWa's adaptive stage over query-key
@@ -6,9 +6,9 @@
   globally) and the blocks' transformer widths (Taylor, ranked globally), searched to the budget.
   Depth does not apply: NuWa's depth stage cuts the layer stack at an early exit on the class
   token, and a MobileViT has no class token, and its transformer layers sit between convolutions.
-* `nuwa-norm`: NuWa's schedule with seed 004's criterion (weight norms instead of Taylor
+* `nuwa-norm`: NuWa's schedule with the MobileViT compression study's criterion (weight norms instead of Taylor
   scores), which separates the criterion from the schedule.
-* `norm` (seed 004): every layer keeps half its heads (4 -> 2), those of largest weight norm;
+* `norm` (the MobileViT compression study): every layer keeps half its heads (4 -> 2), those of largest weight norm;
   then the same share of MLP neurons in every layer, those of largest weight norm, the largest
   share within budget. Widths and convolutions stay.
 """
@@ -126,7 +126,7 @@ def derive_nuwa(model: EdgeMobileViT, batches, fits: Fits, opts, *, budget_polic
 
 
 def derive_norm(model: EdgeMobileViT, fits: Fits, *, round_to: int = 8) -> tuple[EdgeMobileViT, dict]:
-    """Seed 004's recipe at the budget: heads halved by norm, then MLP neurons by norm."""
+    """The MobileViT compression study's recipe at the budget: heads halved by norm, then MLP neurons by norm."""
     scores, lay = S.norms(model)
     keep = [sorted(top_k(h, max(1, math.ceil(len(h) / 2))).tolist()) for h in scores.heads]
     model = P.prune_heads(model, _per_block(lay, keep))

@@ -1,4 +1,4 @@
-"""What the MobileViT methods rank by: Taylor scores (NuWa) or weight norms (seed 004's recipe),
+"""What the MobileViT methods rank by: Taylor scores (NuWa) or weight norms (the MobileViT compression study's recipe),
 grouped per structural unit, and the flattened view the adaptive schedule reads.
 
 The schedule (`nuwa.schedule`) was written for a ViT: per-layer heads, query-key and value
@@ -90,7 +90,7 @@ def taylor(model: EdgeMobileViT, batches, *, microbatch: int = 8) -> tuple[Group
 
 
 def norms(model: EdgeMobileViT) -> tuple[GroupScores, Layout]:
-    """Seed 004's criterion, weight magnitude: each unit's squared L2 norm (the sum over its
+    """The MobileViT compression study's criterion, weight magnitude: each unit's squared L2 norm (the sum over its
     weights of w^2, grouped like the Taylor scores)."""
     sal = {n: p.detach().float().pow(2).cpu() for n, p in model.named_parameters()}
     return group(model, sal, 0)

@@ -273,10 +273,10 @@ RESOURCE_DEFAULTS = dict(
     ext_export=dict(mem_mb=4000, runtime=30, gpu=0),
     ext_tables=dict(threads=1, mem_mb=1000, runtime=5, gpu=0),
     scenes=dict(threads=1, mem_mb=2000, runtime=5, gpu=0),
-    seed004_train=dict(threads=2, mem_mb=6000, runtime=60, gpu=0),
-    seed004_derive=dict(threads=2, mem_mb=6000, runtime=30, gpu=0),
-    seed004_measure=dict(threads=2, mem_mb=4000, runtime=15, gpu=0),  # timed: alone on both cores
-    seed004_table=dict(threads=1, mem_mb=2000, runtime=5, gpu=0),
+    mobilevit_train=dict(threads=2, mem_mb=6000, runtime=60, gpu=0),
+    mobilevit_derive=dict(threads=2, mem_mb=6000, runtime=30, gpu=0),
+    mobilevit_measure=dict(threads=2, mem_mb=4000, runtime=15, gpu=0),  # timed: alone on both cores
+    mobilevit_table=dict(threads=1, mem_mb=2000, runtime=5, gpu=0),
 )
 
 

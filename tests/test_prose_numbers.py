@@ -45,6 +45,7 @@ SEED_PAIRS = "scripts/seed_pairs.py"
 D2_TABLE4 = f"{D2}/tables/table4.csv"
 D2_METRICS = f"{D2}/metrics/dinov2s-fmnist"
 D2_BASE_EVAL = f"{D2}/base_eval/dinov2s-fmnist"
+TIERS = "results/test_tiers.json"
 D2_DIAGNOSIS = f"{D2}/recovery_diagnosis.csv"
 D2_DIAGNOSIS_PAGE = f"{D2}/recovery_diagnosis.md"
 PARAMS = "params.yaml"
@@ -922,6 +923,20 @@ def rounding() -> list[str]:
 
 
 
+def minutes_seconds(seconds: float) -> str:
+    m, s = divmod(int(Decimal(str(seconds)).quantize(Decimal(1), rounding=ROUND_HALF_UP)), 60)
+    return f"{m} min {s} s"
+
+
+def tier_times() -> str:
+    t = load(TIERS)
+    return (f"the fast tier ran {t['fast']['passed']} tests in {minutes_seconds(t['fast']['seconds'])}; the full suite "
+            f"ran {t['full']['passed']} tests in {minutes_seconds(t['full']['seconds'])} (the whole CI job, set-up "
+            f"included: {minutes_seconds(t['full']['ci_run_seconds'])}). The fast tier "
+            + ("meets" if t["fast"]["seconds"] <= 180 else "misses") + " its aim of 3 minutes. The full suite "
+            + ("meets" if t["full"]["seconds"] <= 900 else "misses") + " its aim of 15 minutes")
+
+
 # ---- the recovery diagnosis (docs/results.md, "Why the larger edge ViTs recovered worse") -------
 DIAGNOSIS_RECIPES = ("none", "today", "low-lr", "longer", "head-only")
 
@@ -983,8 +998,10 @@ class Quote:
 
 
 README, RESULTS, METHOD, WORKFLOW = "README.md", "docs/results.md", "docs/method.md", "docs/workflow.md"
+TESTING = "docs/testing.md"
 
 QUOTES = [
+    Quote("docs/testing.md's times of the two tiers are test_tiers.json's", TESTING, (TIERS,), tier_times),
     Quote("docs/results.md's recovery-diagnosis table is recovery_diagnosis.csv's test top-1, cell by cell",
           RESULTS, (D2_DIAGNOSIS, f"{D2_BASE_EVAL}/H1.json"), diagnosis_table),
     Quote("docs/results.md's diagnosis verdict is the one the committed page states",

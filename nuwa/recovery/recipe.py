@@ -46,7 +46,8 @@ def standard(pruned: EdgeViT, base: EdgeViT | None, task: Any, *, opts: Any,
     """The standard recipe on `pruned` in place. Returns (history of the final run, parameters,
     details: every candidate with its validation top-1 and loss, the choice, and where the
     budget stopped). `base`: the teacher (None: labels only)."""
-    from ..train import TeacherCache, fit
+    from ..distillation import TeacherCache
+    from ..train import fit
 
     if base is not None and base.config.img_size != pruned.config.img_size:
         raise NuwaError(f"teacher image size {base.config.img_size} differs from the student's "

@@ -159,7 +159,9 @@ def fit(
     preprocess = preprocess_for(model, preprocess)
     device = model_device(model)
     cols = None
-    if teacher is not None and loss_fn is None:
+    if teacher_cache is not None:
+        cols = teacher_cache.cols  # the cache matched the classes already
+    elif teacher is not None and loss_fn is None:
         cols = teacher_columns(model, teacher)
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay, layer_decay=layer_decay), lr=lr)
     schedule = dict(total_steps=epochs * steps_per_epoch, warmup_steps=round(warmup_epochs * steps_per_epoch),
@@ -169,9 +171,7 @@ def fit(
     augment_gen = torch.Generator().manual_seed(seed + 0x9E3779B9)
     teacher_mode = teacher.training if teacher is not None else False
     fork_devices = [device.index or 0] if device.type == "cuda" else []
-    if teacher_cache is not None:
-        cols = teacher_cache.cols
-        forwards_before = teacher_cache.forwards
+    forwards_before = teacher_cache.forwards if teacher_cache is not None else 0
     step_kw = dict(loss_fn=loss_fn, teacher=teacher, cols=cols, label_smoothing=label_smoothing,
                    alpha=distill_alpha, tau=distill_tau)
     best = None  # (validation loss, epoch, weights) of the best weights so far

@@ -48,3 +48,15 @@ def test_the_committed_page_is_the_rendering_of_the_committed_table(tmp_path):
     subprocess.run([sys.executable, str(SCRIPT), "--render", str(COMMITTED.with_suffix(".csv")), "--out", str(out)],
                    check=True, cwd=ROOT)
     assert out.with_suffix(".md").read_text() == COMMITTED.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--recipes", "today,bogus", "--models", "m", "--data", "d"], "unknown recipe 'bogus'"),
+    (["--recipes", "today"], "--models and --data are needed"),
+])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(args, needle, tmp_path):
+    out = tmp_path / "diag"
+    proc = subprocess.run([sys.executable, str(SCRIPT), *args, "--out", str(out)], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and needle in proc.stderr
+    assert list(tmp_path.iterdir()) == []
